@@ -1,0 +1,101 @@
+//! Reading a configuration file: read → parse YAML → validate.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rustls::crypto::CryptoProvider;
+
+use super::model::RawConfig;
+use super::problem::{Problem, Problems};
+use super::validate::{Config, validate};
+
+/// Why a configuration could not be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for the model (syntax, unknown or missing fields).
+    #[error("error: {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// serde_yaml's error, with the field path and line.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// Validation found errors.
+    #[error(transparent)]
+    Invalid(#[from] Problems),
+}
+
+/// A parsed and validated configuration with the problems that did not prevent using it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The raw model, kept to list watched files.
+    pub raw: RawConfig,
+    /// The typed config. Hosts whose files failed have `certs: None`.
+    pub config: Config,
+    /// Warnings, and errors scoped to single hosts' files.
+    pub problems: Vec<Problem>,
+}
+
+impl Loaded {
+    /// Whether any problem is an error.
+    pub fn has_errors(&self) -> bool {
+        self.problems.iter().any(Problem::is_error)
+    }
+
+    /// Every file the configuration references, for the reload watcher.
+    pub fn referenced_files(&self) -> Vec<PathBuf> {
+        self.config.referenced_files(&self.raw)
+    }
+
+    /// Fails with all problems if any is an error: what `check` and start-up require.
+    pub fn strict(self) -> Result<Self, LoadError> {
+        if self.has_errors() {
+            return Err(Problems(self.problems).into());
+        }
+        Ok(self)
+    }
+}
+
+/// Reads, parses and validates `path`. Errors in the file itself fail the load; errors in one
+/// host's certificate files are returned inside [`Loaded::problems`] so a reload can keep the
+/// host's previous certificate.
+pub fn load(path: &Path, provider: &CryptoProvider) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    from_str(&text, path, provider)
+}
+
+/// Parses and validates YAML text as if read from `path` (relative files resolve against its
+/// directory).
+pub fn from_str(text: &str, path: &Path, provider: &CryptoProvider) -> Result<Loaded, LoadError> {
+    let raw: RawConfig = serde_yaml::from_str(text).map_err(|source| LoadError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (config, problems) = validate(&raw, path, provider, SystemTime::now());
+    let (fatal, problems): (Vec<_>, Vec<_>) = problems
+        .into_iter()
+        .partition(|p| p.is_error() && p.scope == super::problem::Scope::Config);
+    if !fatal.is_empty() {
+        let mut all = fatal;
+        all.extend(problems);
+        return Err(Problems(all).into());
+    }
+    Ok(Loaded {
+        raw,
+        config,
+        problems,
+    })
+}

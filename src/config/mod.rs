@@ -1,0 +1,14 @@
+//! Configuration: the YAML model, its validation, and loading from disk.
+//!
+//! The flow is `load` (read the file) → `model` (serde, unknown keys rejected) → `validate`
+//! (typed values, every referenced file loaded and checked) → a [`Config`] that
+//! [`crate::snapshot`] turns into what the proxy serves.
+
+pub mod load;
+pub mod model;
+pub mod problem;
+pub mod validate;
+
+pub use load::{LoadError, Loaded, load};
+pub use problem::{Problem, Problems, Severity};
+pub use validate::{BackendConfig, Config, HostConfig, Timeouts};

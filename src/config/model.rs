@@ -1,0 +1,245 @@
+//! The YAML configuration as written by an operator: plain serde structs, no validation.
+//!
+//! Every struct denies unknown fields so that a typo (`bakends:`) is an error instead of a
+//! silently ignored setting. Turning this raw model into something the proxy can serve is the
+//! job of [`super::validate`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// TLS listen addresses, e.g. `0.0.0.0:443` or `[::]:443`.
+    pub listeners: Vec<String>,
+    /// The separate metrics and health listener.
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// Handshake, backend connect, idle and drain timeouts.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Connection limits.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// TLS session resumption settings shared by every host.
+    #[serde(default)]
+    pub sessions: RawSessions,
+    /// A configured host name that serves clients sending no SNI or an unknown one.
+    #[serde(default)]
+    pub default_host: Option<String>,
+    /// The hosts (virtual servers) this proxy terminates TLS for.
+    pub hosts: Vec<RawHost>,
+}
+
+/// The admin (metrics and health) listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the admin listener; `null` disables it.
+    #[serde(default = "default_admin_bind")]
+    pub bind: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            bind: default_admin_bind(),
+        }
+    }
+}
+
+fn default_admin_bind() -> Option<String> {
+    Some("127.0.0.1:9900".to_owned())
+}
+
+/// Timeouts, written as `10s`, `500ms`, `5m`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTimeouts {
+    /// Whole TLS handshake, from accept to the last handshake message.
+    #[serde(with = "humantime_serde")]
+    pub handshake: Duration,
+    /// One TCP connect attempt to a backend.
+    #[serde(with = "humantime_serde")]
+    pub backend_connect: Duration,
+    /// A proxied connection with no bytes in either direction for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// On shutdown, how long open connections may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub drain: Duration,
+    /// How long a backend that refused a connection is skipped.
+    #[serde(with = "humantime_serde")]
+    pub backend_cooldown: Duration,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            backend_connect: Duration::from_secs(5),
+            idle: Duration::from_secs(300),
+            drain: Duration::from_secs(30),
+            backend_cooldown: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Connection limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Maximum concurrent client connections over all listeners; further clients wait in the
+    /// kernel's accept queue.
+    pub max_connections: usize,
+    /// Maximum backends tried for one client connection before giving up.
+    pub backend_attempts: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            backend_attempts: 3,
+        }
+    }
+}
+
+/// TLS session resumption, shared by all hosts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSessions {
+    /// Entries in the TLS 1.2 session-ID cache.
+    pub cache_size: usize,
+    /// File of shared ticket keys (one base64 line per key, newest first); without it a random
+    /// key set is made at start and rotated in memory.
+    pub ticket_key_file: Option<PathBuf>,
+    /// How often a new in-memory ticket key is made (ignored with `ticket_key_file`).
+    #[serde(with = "humantime_serde")]
+    pub ticket_rotate_every: Duration,
+    /// Lifetime of a ticket, and the hint sent to clients (at most 24h).
+    #[serde(with = "humantime_serde")]
+    pub ticket_lifetime: Duration,
+}
+
+impl Default for RawSessions {
+    fn default() -> Self {
+        Self {
+            cache_size: 20_000,
+            ticket_key_file: None,
+            ticket_rotate_every: Duration::from_secs(6 * 3600),
+            ticket_lifetime: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// One host: the names it answers to, its certificates and its backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    /// Exact names (`shop.example.com`) and wildcards (`*.example.com`).
+    pub names: Vec<String>,
+    /// One or more certificate chain + private key pairs (e.g. one ECDSA and one RSA).
+    pub certs: Vec<RawCert>,
+    /// Where decrypted connections go.
+    pub backends: Vec<RawBackend>,
+    /// Backend selection policy.
+    #[serde(default)]
+    pub balance: BalancePolicy,
+    /// ALPN protocols offered, in preference order, e.g. `[h2, http/1.1]`.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// Lowest TLS version accepted: `"1.2"` or `"1.3"`.
+    #[serde(default = "default_min_tls")]
+    pub min_tls: String,
+    /// Client certificate authentication (mTLS).
+    #[serde(default)]
+    pub client_auth: Option<RawClientAuth>,
+    /// Send a PROXY protocol header to the backend: `v2`.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Allow TLS session resumption for this host.
+    #[serde(default = "default_true")]
+    pub resumption: bool,
+}
+
+fn default_min_tls() -> String {
+    "1.2".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCert {
+    /// PEM file with the leaf certificate first, then intermediates.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// One backend address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// `ip:port` of the backend.
+    pub address: String,
+    /// Relative share of connections (1..=1000).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Backend selection policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancePolicy {
+    /// Weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Fewest active connections relative to weight.
+    LeastConn,
+    /// Power of two random choices by active connections.
+    P2c,
+    /// Consistent (rendezvous) hashing of the client IP address.
+    HashClientIp,
+}
+
+/// Client certificate settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    /// PEM file of the CA certificates that client certificates must chain to.
+    pub ca: PathBuf,
+    /// `required` or `optional`.
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+}
+
+/// Whether a client certificate is required.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// Clients without a valid certificate are refused.
+    #[default]
+    Required,
+    /// A certificate is verified when sent, but not demanded.
+    Optional,
+}
+
+/// PROXY protocol versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocol {
+    /// Binary PROXY protocol v2, with the SNI as an authority TLV.
+    V2,
+}

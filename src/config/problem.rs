@@ -1,0 +1,186 @@
+//! Diagnostics found while validating a configuration.
+//!
+//! A [`Problem`] always says which file, which host and which field it is about, so an operator
+//! can fix it without guessing. Problems are collected, not returned one by one: `tlsedge check`
+//! prints them all.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::tls::certs::CertError;
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The configuration cannot be served as written.
+    Error,
+    /// Served, but an operator should act (e.g. a certificate expiring soon).
+    Warning,
+}
+
+/// What a problem blocks when it is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The configuration file itself: the whole config is unusable.
+    Config,
+    /// Files of one host (certificates, CA): only that host is affected.
+    HostFiles(usize),
+}
+
+/// What is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Issue {
+    /// A certificate or key file failed to load.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// A list that must not be empty is.
+    #[error("must not be empty")]
+    Empty,
+    /// A socket address failed to parse.
+    #[error("invalid socket address {value:?} (expected ip:port)")]
+    BadAddress {
+        /// What was written.
+        value: String,
+    },
+    /// A host name is not a valid exact or wildcard DNS name.
+    #[error("invalid host name {name:?} (expected e.g. shop.example.com or *.example.com)")]
+    BadName {
+        /// What was written.
+        name: String,
+    },
+    /// Two hosts claim the same name.
+    #[error("name {name} is already claimed by hosts[{other}]")]
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The index of the host that claimed it first.
+        other: usize,
+    },
+    /// The certificate does not cover a configured name.
+    #[error("certificate {cert} does not cover host name {name} (it covers: {covers})")]
+    NameNotCovered {
+        /// The configured name.
+        name: String,
+        /// The certificate file.
+        cert: String,
+        /// The names the certificate carries.
+        covers: String,
+    },
+    /// The certificate has expired.
+    #[error("certificate {cert} expired at {not_after} (unix time)")]
+    Expired {
+        /// The certificate file.
+        cert: String,
+        /// Its notAfter.
+        not_after: i64,
+    },
+    /// The certificate expires within 14 days.
+    #[error("certificate {cert} expires in {days} days")]
+    ExpiresSoon {
+        /// The certificate file.
+        cert: String,
+        /// Whole days left.
+        days: i64,
+    },
+    /// `default_host` names no configured host.
+    #[error("{name:?} is not a name of any configured host")]
+    UnknownDefaultHost {
+        /// What was written.
+        name: String,
+    },
+    /// A backend weight is out of range.
+    #[error("weight {weight} is out of range 1..=1000")]
+    BadWeight {
+        /// What was written.
+        weight: u32,
+    },
+    /// `min_tls` is not "1.2" or "1.3".
+    #[error("invalid TLS version {value:?} (expected \"1.2\" or \"1.3\")")]
+    BadTlsVersion {
+        /// What was written.
+        value: String,
+    },
+    /// An ALPN protocol is empty or longer than 255 bytes.
+    #[error("invalid ALPN protocol {value:?}")]
+    BadAlpn {
+        /// What was written.
+        value: String,
+    },
+    /// A number that must be positive is zero.
+    #[error("must be greater than zero")]
+    Zero,
+    /// A ticket lifetime above the 24 h that scanners flag.
+    #[error("ticket lifetime must be between 1s and 24h")]
+    TicketLifetime,
+    /// The client-auth CA file holds no usable CA certificate.
+    #[error("no usable CA certificate in {path}: {reason}")]
+    BadCa {
+        /// The CA file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A private key file is readable by group or others.
+    #[error("private key {path} is readable by group or others (mode {mode:o})")]
+    KeyPermissions {
+        /// The key file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// One problem, located by file, host and field.
+#[derive(Debug)]
+pub struct Problem {
+    /// Error or warning.
+    pub severity: Severity,
+    /// What an error blocks.
+    pub scope: Scope,
+    /// The configuration file.
+    pub file: PathBuf,
+    /// Where in it, e.g. `hosts[2] (shop.example.com): certs[0].key`.
+    pub place: String,
+    /// What is wrong.
+    pub issue: Issue,
+}
+
+impl Problem {
+    /// Whether this problem is an error.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{level}: {}: {}: {}",
+            self.file.display(),
+            self.place,
+            self.issue
+        )
+    }
+}
+
+/// A list of problems that prevents using a configuration.
+#[derive(Debug)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let errors = self.0.iter().filter(|p| p.is_error()).count();
+        write!(f, "{errors} configuration error(s)")?;
+        for problem in &self.0 {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}

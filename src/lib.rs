@@ -1,0 +1,29 @@
+//! tlsedge: a TLS-terminating load balancer for many domains.
+//!
+//! A tour, in the order a connection travels:
+//! - [`server`] binds the listeners and runs the accept loops ([`proxy`]), the admin listener
+//!   ([`admin`]) and graceful shutdown;
+//! - each connection loads the current [`snapshot::Snapshot`] once from the
+//!   [`runtime::Runtime`]'s `ArcSwap`, reads the ClientHello, resolves the host by SNI
+//!   ([`tls::names`]), and finishes the handshake with that host's prebuilt rustls config
+//!   ([`tls`]);
+//! - a backend is chosen by the host's policy ([`balance`]) and the decrypted stream is relayed
+//!   ([`proxy::relay`]);
+//! - every event is logged and counted in one place ([`metrics`]).
+//!
+//! Configuration flows the other way: [`config`] reads and validates YAML, and
+//! [`runtime::Runtime::install`] builds a new snapshot and publishes it with one store.
+
+mod admin;
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod pki;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
+pub mod snapshot;
+pub mod tls;
+
+pub use server::{Server, StartError};

@@ -1,0 +1,199 @@
+//! The `tlsedge` command: `run`, `check` and `demo`. Thin: parse the command line, set up
+//! logging, and hand over to the library. `anyhow` lives here only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tlsedge::Server;
+use tlsedge::config::{self, LoadError};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "TLS-terminating load balancer for many domains")]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a configuration file.
+    Run {
+        /// The YAML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file (and every file it references) and print all problems.
+    Check {
+        /// The YAML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a demo: generated certificates, two built-in HTTP backends.
+    Demo {
+        /// TLS listen address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Admin (metrics) listen address.
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        admin: SocketAddr,
+        /// Where to write the demo CA, certificates and config.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("tlsedge-demo"))]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => serve(async move { Ok(config) }, None),
+        Command::Demo { listen, admin, dir } => {
+            let prepare = async move {
+                let files = tlsedge::demo::prepare(&dir, listen, admin).await?;
+                Ok(files)
+            };
+            serve_demo(prepare)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// `tlsedge check`: exit 0 when usable (warnings allowed), 1 on any error.
+fn check(path: &PathBuf) -> ExitCode {
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    match config::load(path, &provider).and_then(config::Loaded::strict) {
+        Ok(loaded) => {
+            for problem in &loaded.problems {
+                println!("{problem}");
+            }
+            println!(
+                "{}: ok ({} hosts, {} warnings)",
+                path.display(),
+                loaded.config.hosts.len(),
+                loaded.problems.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(LoadError::Invalid(problems)) => {
+            for problem in &problems.0 {
+                println!("{problem}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `tlsedge run`: exit 2 when the configuration is refused, 1 on other start-up failures.
+fn serve(
+    config: impl Future<Output = anyhow::Result<PathBuf>>,
+    banner: Option<Box<dyn FnOnce(&Server)>>,
+) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let path = match config.await {
+            Ok(path) => path,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(1);
+            }
+        };
+        let server = match Server::bind(&path).await {
+            Ok(server) => server,
+            Err(tlsedge::StartError::Config(e)) => {
+                eprintln!("{e}");
+                eprintln!("refusing to start: fix {} first", path.display());
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if let Some(banner) = banner {
+            banner(&server);
+        }
+        server.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn serve_demo(
+    prepare: impl Future<Output = anyhow::Result<tlsedge::demo::DemoFiles>> + 'static,
+) -> ExitCode {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let config = async move {
+        let files = prepare.await?;
+        let path = files.config.clone();
+        let _ = tx.send(files);
+        Ok(path)
+    };
+    let banner = Box::new(move |server: &Server| {
+        if let (Ok(files), Some(tls)) = (rx.recv(), server.tls_addrs().first().copied()) {
+            print!(
+                "{}",
+                tlsedge::demo::instructions(&files, tls, server.admin_addr())
+            );
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        }
+    });
+    serve(config, Some(banner))
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,216 @@
+//! Metrics and the log lines that go with them.
+//!
+//! Each event a user could ask about has one function here that both logs it and counts it, so
+//! logs and metrics never disagree. Names live in [`names`]. Label values are bounded: a host
+//! label is a configured host's first name, never the client's SNI.
+//!
+//! Every server instance owns its own Prometheus recorder (used through
+//! `metrics::with_local_recorder`) instead of the process-global one, so several servers in one
+//! process — as in the test suite — keep separate numbers.
+
+pub mod names;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use names::*;
+
+/// Why a handshake did not complete. The `as_str` values are the metric's `reason` labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The SNI matched no host and there is no default host.
+    UnknownSni,
+    /// No SNI and no default host.
+    NoSni,
+    /// The handshake did not finish within the handshake timeout.
+    Timeout,
+    /// The client sent something that is not a valid TLS handshake.
+    Protocol,
+    /// Client certificate missing or invalid.
+    ClientAuth,
+    /// No common protocol version, cipher suite, signature scheme or ALPN protocol.
+    Incompatible,
+    /// The client aborted with an alert (often: it does not trust our certificate).
+    ClientAlert,
+    /// The connection closed or failed mid-handshake.
+    Io,
+}
+
+impl HandshakeFailure {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownSni => "unknown_sni",
+            Self::NoSni => "no_sni",
+            Self::Timeout => "timeout",
+            Self::Protocol => "protocol",
+            Self::ClientAuth => "client_auth",
+            Self::Incompatible => "incompatible",
+            Self::ClientAlert => "client_alert",
+            Self::Io => "io",
+        }
+    }
+}
+
+/// A completed handshake, as counted.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeInfo<'a> {
+    /// Host label.
+    pub host: &'a str,
+    /// "TLSv1.3" or "TLSv1.2".
+    pub version: &'static str,
+    /// IANA cipher suite name.
+    pub cipher: &'static str,
+    /// Whether the session was resumed.
+    pub resumed: bool,
+    /// From accept to handshake completion.
+    pub duration: Duration,
+}
+
+/// Histogram buckets for handshake duration, in seconds.
+const HANDSHAKE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One server's metrics registry.
+#[derive(Debug)]
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric described.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(HANDSHAKE_DURATION.to_owned()),
+                HANDSHAKE_BUCKETS,
+            )
+            .expect("static, non-empty bucket list")
+            .build_recorder();
+        let handle = recorder.handle();
+        let metrics = Self { recorder, handle };
+        metrics.with(describe_all);
+        metrics.with(|| gauge!(CONNECTIONS_ACTIVE).set(0.0));
+        metrics
+    }
+
+    /// Runs `f` with this server's recorder as the target of `metrics` macros.
+    pub fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Housekeeping for histograms; call every few seconds.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// A handshake completed.
+    pub fn handshake_ok(&self, info: &HandshakeInfo<'_>) {
+        let resumed = if info.resumed { "true" } else { "false" };
+        self.with(|| {
+            counter!(HANDSHAKES, "host" => info.host.to_owned(), "version" => info.version,
+                "cipher" => info.cipher, "resumed" => resumed)
+            .increment(1);
+            histogram!(HANDSHAKE_DURATION, "host" => info.host.to_owned(), "resumed" => resumed)
+                .record(info.duration.as_secs_f64());
+        });
+    }
+
+    /// A handshake failed; logged at debug because a peer's misbehaviour is not our error.
+    pub fn handshake_failed(&self, client: SocketAddr, reason: HandshakeFailure, detail: &str) {
+        tracing::debug!(client.addr = %client, failure = reason.as_str(), detail, "handshake failed");
+        self.with(|| counter!(HANDSHAKE_FAILURES, "reason" => reason.as_str()).increment(1));
+    }
+
+    /// A client connection was accepted.
+    pub fn connection_opened(&self) {
+        self.with(|| gauge!(CONNECTIONS_ACTIVE).increment(1.0));
+    }
+
+    /// A client connection ended (whatever the outcome).
+    pub fn connection_closed(&self) {
+        self.with(|| gauge!(CONNECTIONS_ACTIVE).decrement(1.0));
+    }
+
+    /// A proxied connection for `host` ended with `outcome`, having moved these bytes.
+    pub fn proxied(&self, host: &str, outcome: &'static str, bytes_in: u64, bytes_out: u64) {
+        self.with(|| {
+            counter!(CONNECTIONS, "host" => host.to_owned()).increment(1);
+            counter!(CONNECTIONS_CLOSED, "host" => host.to_owned(), "outcome" => outcome)
+                .increment(1);
+            counter!(BYTES, "host" => host.to_owned(), "direction" => "client_to_backend")
+                .increment(bytes_in);
+            counter!(BYTES, "host" => host.to_owned(), "direction" => "backend_to_client")
+                .increment(bytes_out);
+        });
+    }
+
+    /// A connect to a backend failed.
+    pub fn backend_connect_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
+        tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend connect failed");
+        self.with(|| {
+            counter!(BACKEND_CONNECT_ERRORS, "host" => host.to_owned(), "backend" => backend.to_owned())
+                .increment(1);
+        });
+    }
+
+    /// A backend became usable (`up`) or was marked down for its cooldown.
+    pub fn backend_state(&self, host: &str, backend: &str, up: bool, changed: bool) {
+        if changed {
+            if up {
+                tracing::info!(tls.host = host, backend.addr = backend, "backend up");
+            } else {
+                tracing::warn!(
+                    tls.host = host,
+                    backend.addr = backend,
+                    "backend marked down"
+                );
+            }
+        }
+        self.with(|| {
+            gauge!(BACKEND_UP, "host" => host.to_owned(), "backend" => backend.to_owned())
+                .set(if up { 1.0 } else { 0.0 });
+        });
+    }
+
+    /// Sets the expiry gauge of one certificate.
+    pub fn certificate_expiry(&self, host: &str, cert: &str, not_after: i64) {
+        self.with(|| {
+            gauge!(CERT_EXPIRY, "host" => host.to_owned(), "cert" => cert.to_owned())
+                .set(not_after as f64);
+        });
+    }
+
+    /// An accept() call failed (e.g. EMFILE); the listener backs off.
+    pub fn accept_failed(&self, listener: SocketAddr, error: &std::io::Error) {
+        tracing::warn!(listener.addr = %listener, error = %error, "accept failed, backing off");
+        self.with(|| counter!(ACCEPT_ERRORS).increment(1));
+    }
+
+    /// A configuration load finished with `result` ("applied", "partial", "rejected",
+    /// "unchanged").
+    pub fn config_reload(&self, result: &'static str, generation: u64) {
+        self.with(|| {
+            counter!(CONFIG_RELOADS, "result" => result).increment(1);
+            gauge!(CONFIG_GENERATION).set(generation as f64);
+        });
+    }
+}

@@ -1,0 +1,63 @@
+//! Every metric name and its description, in one place.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Completed handshakes `{host, version, cipher, resumed}`.
+pub const HANDSHAKES: &str = "tlsedge_handshakes_total";
+/// Handshake duration from accept to completion `{host, resumed}`.
+pub const HANDSHAKE_DURATION: &str = "tlsedge_handshake_duration_seconds";
+/// Failed handshakes `{reason}`.
+pub const HANDSHAKE_FAILURES: &str = "tlsedge_handshake_failures_total";
+/// Client connections open now.
+pub const CONNECTIONS_ACTIVE: &str = "tlsedge_connections_active";
+/// Proxied connections `{host}`.
+pub const CONNECTIONS: &str = "tlsedge_connections_total";
+/// Proxied connections by how they ended `{host, outcome}`.
+pub const CONNECTIONS_CLOSED: &str = "tlsedge_connections_closed_total";
+/// Failed backend connects `{host, backend}`.
+pub const BACKEND_CONNECT_ERRORS: &str = "tlsedge_backend_connect_errors_total";
+/// 1 when a backend is usable, 0 while in cooldown after a failure `{host, backend}`.
+pub const BACKEND_UP: &str = "tlsedge_backend_up";
+/// Plaintext bytes relayed `{host, direction}`.
+pub const BYTES: &str = "tlsedge_bytes_total";
+/// Certificate notAfter `{host, cert}`.
+pub const CERT_EXPIRY: &str = "tlsedge_certificate_expiry_timestamp_seconds";
+/// Configuration loads `{result}`.
+pub const CONFIG_RELOADS: &str = "tlsedge_config_reloads_total";
+/// Generation of the snapshot being served.
+pub const CONFIG_GENERATION: &str = "tlsedge_config_generation";
+/// Failed accept() calls.
+pub const ACCEPT_ERRORS: &str = "tlsedge_accept_errors_total";
+
+/// Registers descriptions (HELP lines) for every metric.
+pub(crate) fn describe_all() {
+    describe_counter!(HANDSHAKES, "Completed TLS handshakes.");
+    describe_histogram!(
+        HANDSHAKE_DURATION,
+        Unit::Seconds,
+        "Time from TCP accept to TLS handshake completion."
+    );
+    describe_counter!(HANDSHAKE_FAILURES, "TLS handshakes that failed, by reason.");
+    describe_gauge!(CONNECTIONS_ACTIVE, "Client connections currently open.");
+    describe_counter!(CONNECTIONS, "Client connections proxied to a host.");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Proxied connections by outcome (ok, idle_timeout, no_backend, client_error, backend_error, shutdown)."
+    );
+    describe_counter!(BACKEND_CONNECT_ERRORS, "Failed TCP connects to backends.");
+    describe_gauge!(
+        BACKEND_UP,
+        "1 if the backend is usable, 0 while it cools down after a failure."
+    );
+    describe_counter!(BYTES, Unit::Bytes, "Plaintext bytes relayed.");
+    describe_gauge!(CERT_EXPIRY, "Certificate notAfter as a Unix timestamp.");
+    describe_counter!(CONFIG_RELOADS, "Configuration loads by result.");
+    describe_gauge!(
+        CONFIG_GENERATION,
+        "Generation number of the configuration being served."
+    );
+    describe_counter!(
+        ACCEPT_ERRORS,
+        "Failed accept() calls (e.g. out of file descriptors)."
+    );
+}

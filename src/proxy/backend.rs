@@ -1,0 +1,69 @@
+//! Connecting to a backend: ask the pool, try the choice under the connect timeout, and on
+//! failure mark it down for its cooldown and try the next (a bounded number of times).
+
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::balance::{ActiveGuard, PickContext};
+use crate::runtime::Runtime;
+use crate::snapshot::{Host, Snapshot};
+
+/// Why no backend connection was made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BackendError {
+    /// Every backend is down, or every attempt failed.
+    #[error("no backend available")]
+    NoneAvailable,
+}
+
+/// Connects to a backend of `host` for `client`. Returns the socket, the backend's index in the
+/// pool, and a guard counting the connection as active on that backend.
+pub(crate) async fn connect(
+    rt: &Runtime,
+    snapshot: &Snapshot,
+    host: &Host,
+    client: SocketAddr,
+) -> Result<(TcpStream, usize, ActiveGuard), BackendError> {
+    let backends = host.pool.backends();
+    let attempts = snapshot.backend_attempts.min(backends.len());
+    let cooldown_ms = snapshot.timeouts.backend_cooldown.as_millis() as u64;
+    let mut tried = Vec::with_capacity(attempts);
+    while tried.len() < attempts {
+        let ctx = PickContext {
+            client_ip: client.ip(),
+            now_ms: rt.now_ms(),
+            random: std::collections::hash_map::RandomState::new().hash_one(tried.len()),
+        };
+        let Some(index) = host.pool.pick(&ctx, &tried) else {
+            break;
+        };
+        tried.push(index);
+        let backend = &backends[index];
+        let label = &*host.backend_labels[index];
+        let result = timeout(
+            snapshot.timeouts.backend_connect,
+            TcpStream::connect(backend.addr),
+        )
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+        match result {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let changed = backend.state.mark_ok();
+                if changed {
+                    rt.metrics.backend_state(&host.label, label, true, true);
+                }
+                return Ok((stream, index, backend.state.track()));
+            }
+            Err(e) => {
+                rt.metrics.backend_connect_failed(&host.label, label, &e);
+                let changed = backend.state.mark_failed(rt.now_ms(), cooldown_ms);
+                rt.metrics.backend_state(&host.label, label, false, changed);
+            }
+        }
+    }
+    Err(BackendError::NoneAvailable)
+}

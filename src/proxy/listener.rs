@@ -1,0 +1,90 @@
+//! The accept loop: one per listening socket. A connection needs a permit from the shared
+//! semaphore (the `max_connections` limit) before it is accepted, so excess clients wait in the
+//! kernel's backlog instead of costing memory here.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection;
+use crate::runtime::Runtime;
+
+/// The longest pause after repeated accept failures (e.g. out of file descriptors).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Tokens that steer a listener's life.
+#[derive(Debug, Clone)]
+pub(crate) struct Lifecycle {
+    /// Cancelled to stop accepting.
+    pub(crate) stop_accepting: CancellationToken,
+    /// Cancelled when the drain deadline passes: open connections are closed.
+    pub(crate) abort: CancellationToken,
+    /// Tracks connection tasks, to wait for them while draining.
+    pub(crate) tasks: TaskTracker,
+}
+
+/// Accepts until `stop_accepting` is cancelled.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    rt: Arc<Runtime>,
+    limit: Arc<Semaphore>,
+    life: Lifecycle,
+) {
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            () = life.stop_accepting.cancelled() => break,
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = life.stop_accepting.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, client) = match accepted {
+            Ok(accepted) => accepted,
+            // The client gave up before we accepted: nothing to back off from.
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                rt.metrics.accept_failed(local, &e);
+                tokio::select! {
+                    () = life.stop_accepting.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(5);
+        let _ = stream.set_nodelay(true);
+        let rt = Arc::clone(&rt);
+        let abort = life.abort.clone();
+        life.tasks.spawn(async move {
+            tokio::select! {
+                () = connection::serve(rt, stream, client) => {}
+                () = abort.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}

@@ -1,0 +1,74 @@
+//! The state shared by every task of one server: the current snapshot behind one `ArcSwap`,
+//! the process-wide TLS state, and the metrics registry.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::snapshot::{Skipped, Snapshot};
+use crate::tls::TlsShared;
+
+/// Shared server state.
+#[derive(Debug)]
+pub struct Runtime {
+    /// What connections are served from; replaced whole on reload.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// TLS state that outlives snapshots (provider, session cache, ticketer).
+    pub tls: TlsShared,
+    /// This server's metrics.
+    pub metrics: Arc<Metrics>,
+    generation: AtomicU64,
+    epoch: Instant,
+}
+
+impl Runtime {
+    /// Builds the first snapshot from `config`.
+    pub fn new(config: Config, tls: TlsShared, metrics: Arc<Metrics>) -> (Self, Vec<Skipped>) {
+        let (snapshot, skipped) = Snapshot::build(Arc::new(config), &tls, None, 1);
+        let rt = Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            tls,
+            metrics,
+            generation: AtomicU64::new(1),
+            epoch: Instant::now(),
+        };
+        rt.publish_gauges(&rt.snapshot.load());
+        (rt, skipped)
+    }
+
+    /// Builds a snapshot from `config` (off the accept path) and publishes it with one store.
+    /// Hosts whose files failed keep their previous certificates.
+    pub fn install(&self, config: Config) -> (Arc<Snapshot>, Vec<Skipped>) {
+        let previous = self.snapshot.load_full();
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let (snapshot, skipped) =
+            Snapshot::build(Arc::new(config), &self.tls, Some(&previous), generation);
+        let snapshot = Arc::new(snapshot);
+        self.snapshot.store(Arc::clone(&snapshot));
+        self.publish_gauges(&snapshot);
+        (snapshot, skipped)
+    }
+
+    /// Monotonic milliseconds since this runtime started (the balancer's clock).
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn publish_gauges(&self, snapshot: &Snapshot) {
+        for host in &snapshot.hosts {
+            for cert in &host.certs {
+                self.metrics
+                    .certificate_expiry(&host.label, &cert.label(), cert.not_after);
+            }
+            let now = self.now_ms();
+            for (backend, label) in host.pool.backends().iter().zip(&host.backend_labels) {
+                let up = backend.state.is_up(now);
+                self.metrics.backend_state(&host.label, label, up, false);
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Start-up and shutdown: load the configuration, bind the sockets, run accept loops and the
+//! admin listener, and on shutdown stop accepting, drain, then close what is left.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, LoadError};
+use crate::metrics::Metrics;
+use crate::proxy::listener::{Lifecycle, accept_loop};
+use crate::runtime::Runtime;
+use crate::tls::TlsShared;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] LoadError),
+    /// The TLS state could not be created.
+    #[error("tls setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A server with its configuration loaded and its sockets bound, ready to [`run`](Self::run).
+#[derive(Debug)]
+pub struct Server {
+    runtime: Arc<Runtime>,
+    listeners: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+    config_path: PathBuf,
+}
+
+impl Server {
+    /// Loads and validates `config_path` strictly (any error refuses to start), builds the first
+    /// snapshot and binds every listener. Port 0 binds an ephemeral port (see
+    /// [`tls_addrs`](Self::tls_addrs)).
+    pub async fn bind(config_path: impl AsRef<Path>) -> Result<Self, StartError> {
+        let config_path = config_path.as_ref().to_owned();
+        let probe = TlsShared::new(1)?;
+        let loaded = config::load(&config_path, &probe.provider)?.strict()?;
+        for problem in &loaded.problems {
+            tracing::warn!(%problem, "configuration warning");
+        }
+        let config = loaded.config;
+        let tls = TlsShared::new(config.sessions.cache_size)?;
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for &addr in &config.listeners {
+            listeners.push(bind(addr).await?);
+        }
+        let admin = match config.admin {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let (runtime, _skipped) = Runtime::new(config, tls, Arc::clone(&metrics));
+        metrics.config_reload("applied", 1);
+        Ok(Self {
+            runtime: Arc::new(runtime),
+            listeners,
+            admin,
+            config_path,
+        })
+    }
+
+    /// The bound TLS listener addresses, in configuration order.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound admin address, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The shared runtime state (snapshot, metrics).
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The configuration file this server was started from.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets open connections finish
+    /// for up to the configured drain time, and closes the rest.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let rt = self.runtime;
+        let snapshot = rt.snapshot.load_full();
+        let limit = Arc::new(Semaphore::new(snapshot.config.max_connections));
+        let life = Lifecycle {
+            stop_accepting: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        let admin_stop = CancellationToken::new();
+        for listener in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(listener.addr = %addr, "accepting TLS connections");
+            }
+            tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&rt),
+                Arc::clone(&limit),
+                life.clone(),
+            ));
+        }
+        if let Some(admin) = self.admin {
+            if let Ok(addr) = admin.local_addr() {
+                tracing::info!(admin.addr = %addr, "serving /metrics /healthz /readyz");
+            }
+            let draining = life.stop_accepting.clone();
+            tokio::spawn(crate::admin::serve(
+                admin,
+                Arc::clone(&rt.metrics),
+                draining,
+                admin_stop.clone(),
+            ));
+        }
+        let upkeep = tokio::spawn(upkeep(Arc::clone(&rt)));
+        shutdown.await;
+        drain(&life, rt.snapshot.load().timeouts.drain).await;
+        upkeep.abort();
+        admin_stop.cancel();
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+async fn drain(life: &Lifecycle, limit: Duration) {
+    life.stop_accepting.cancel();
+    life.tasks.close();
+    let open = life.tasks.len();
+    tracing::info!(connections = open, drain_secs = limit.as_secs(), "draining");
+    if tokio::time::timeout(limit, life.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = life.tasks.len(),
+            "drain deadline passed, closing remaining connections"
+        );
+        life.abort.cancel();
+        life.tasks.wait().await;
+    }
+    tracing::info!("shutdown complete");
+}
+
+async fn upkeep(rt: Arc<Runtime>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        rt.metrics.upkeep();
+    }
+}

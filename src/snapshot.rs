@@ -1,0 +1,178 @@
+//! The immutable runtime configuration: everything one connection needs, built once per
+//! (re)load and published through a single `ArcSwap`.
+//!
+//! A connection loads the snapshot once and uses it to the end, so its certificate, ALPN, client
+//! auth and backend pool always come from the same configuration. Building one is the expensive
+//! part of a reload (`ServerConfig`s, pools) and happens off the accept path; publishing is one
+//! pointer store.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+
+use crate::balance::{Backend, BackendState, Pool};
+use crate::config::model::ProxyProtocol;
+use crate::config::{Config, HostConfig, Timeouts};
+use crate::tls::certs::LoadedCert;
+use crate::tls::names::NameIndex;
+use crate::tls::{BuildError, TlsShared};
+
+/// One host as served.
+#[derive(Debug)]
+pub struct Host {
+    /// Bounded label for metrics and logs (the first configured name).
+    pub label: Arc<str>,
+    /// The prebuilt TLS configuration.
+    pub tls: Arc<ServerConfig>,
+    /// Backends and policy.
+    pub pool: Pool,
+    /// Backend metric labels, parallel to `pool.backends()`.
+    pub backend_labels: Vec<Arc<str>>,
+    /// PROXY protocol towards backends.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// The certificates being served.
+    pub certs: Vec<LoadedCert>,
+    /// True when the host's files failed to load and it serves certificates from an earlier
+    /// snapshot.
+    pub stale: bool,
+}
+
+/// Everything a connection needs, consistent as a whole.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every published snapshot.
+    pub generation: u64,
+    /// SNI → index into `hosts`.
+    pub names: NameIndex,
+    /// The servable hosts.
+    pub hosts: Vec<Arc<Host>>,
+    /// Host for clients without SNI or with an unknown name.
+    pub default_host: Option<usize>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Backends tried per connection.
+    pub backend_attempts: usize,
+    /// The validated configuration this was built from.
+    pub config: Arc<Config>,
+}
+
+/// A host that was left out of a snapshot, and why.
+#[derive(Debug)]
+pub struct Skipped {
+    /// The host's label.
+    pub host: String,
+    /// Why.
+    pub reason: SkipReason,
+}
+
+/// Why a host was left out.
+#[derive(Debug, thiserror::Error)]
+pub enum SkipReason {
+    /// Its files failed and no earlier certificate exists for it.
+    #[error("its certificate files failed and there is no earlier certificate to keep")]
+    NoUsableCertificate,
+    /// rustls refused its settings.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl Snapshot {
+    /// Builds a snapshot from `config`. Hosts whose files failed keep the certificates they have
+    /// in `previous` (marked stale), or are left out. Backend live state is carried over from
+    /// `previous` for backends a host keeps.
+    pub fn build(
+        config: Arc<Config>,
+        tls: &TlsShared,
+        previous: Option<&Self>,
+        generation: u64,
+    ) -> (Self, Vec<Skipped>) {
+        let old_hosts: HashMap<&str, &Host> = previous
+            .map(|p| p.hosts.iter().map(|h| (&*h.label, &**h)).collect())
+            .unwrap_or_default();
+        let mut names = NameIndex::default();
+        let mut hosts = Vec::with_capacity(config.hosts.len());
+        let mut skipped = Vec::new();
+        let mut default_host = None;
+        for (i, host) in config.hosts.iter().enumerate() {
+            let old = old_hosts.get(host.label.as_str()).copied();
+            match build_host(host, tls, old) {
+                Ok(built) => {
+                    let index = hosts.len();
+                    for name in &host.names {
+                        names.insert(name, index);
+                    }
+                    if config.default_host == Some(i) {
+                        default_host = Some(index);
+                    }
+                    hosts.push(Arc::new(built));
+                }
+                Err(reason) => skipped.push(Skipped {
+                    host: host.label.clone(),
+                    reason,
+                }),
+            }
+        }
+        let snapshot = Self {
+            generation,
+            names,
+            hosts,
+            default_host,
+            timeouts: config.timeouts,
+            backend_attempts: config.backend_attempts,
+            config,
+        };
+        (snapshot, skipped)
+    }
+
+    /// The host serving `sni` (or a missing SNI), falling back to the default host.
+    pub fn resolve(&self, sni: Option<&str>) -> Option<&Arc<Host>> {
+        sni.and_then(|name| self.names.lookup(name))
+            .or(self.default_host)
+            .map(|i| &self.hosts[i])
+    }
+}
+
+fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<Host, SkipReason> {
+    let (certs, stale) = match (&host.certs, old) {
+        (Some(certs), _) => (certs.clone(), false),
+        (None, Some(old)) => (old.certs.clone(), true),
+        (None, None) => return Err(SkipReason::NoUsableCertificate),
+    };
+    let keys = certs.iter().map(|c| Arc::clone(&c.key)).collect();
+    let server_config = tls.server_config(host, keys)?;
+    let old_states: HashMap<SocketAddr, &Arc<BackendState>> = old
+        .map(|o| {
+            o.pool
+                .backends()
+                .iter()
+                .map(|b| (b.addr, &b.state))
+                .collect()
+        })
+        .unwrap_or_default();
+    let backends = host
+        .backends
+        .iter()
+        .map(|b| Backend {
+            addr: b.addr,
+            weight: b.weight,
+            state: old_states
+                .get(&b.addr)
+                .map_or_else(Arc::default, |s| Arc::clone(s)),
+        })
+        .collect::<Vec<_>>();
+    let backend_labels = backends
+        .iter()
+        .map(|b| Arc::from(b.addr.to_string()))
+        .collect();
+    Ok(Host {
+        label: Arc::from(host.label.as_str()),
+        tls: server_config,
+        pool: Pool::new(backends, host.balance),
+        backend_labels,
+        proxy_protocol: host.proxy_protocol,
+        certs,
+        stale,
+    })
+}

@@ -1,0 +1,31 @@
+//! Per-host certificate choice: among a host's certificates (ECDSA first), serve the first one
+//! whose key can sign with a scheme the client offered. Modern clients get ECDSA; clients that
+//! only speak RSA signatures get the RSA certificate.
+
+use std::sync::Arc;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// A host's certificates, in preference order.
+#[derive(Debug)]
+pub struct HostCertResolver {
+    certs: Vec<Arc<CertifiedKey>>,
+}
+
+impl HostCertResolver {
+    /// `certs` must be in preference order (ECDSA before RSA).
+    pub fn new(certs: Vec<Arc<CertifiedKey>>) -> Self {
+        Self { certs }
+    }
+}
+
+impl ResolvesServerCert for HostCertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        self.certs
+            .iter()
+            .find(|c| c.key.choose_scheme(schemes).is_some())
+            .cloned()
+    }
+}
