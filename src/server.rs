@@ -24,9 +24,9 @@ pub enum StartError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] LoadError),
-    /// The TLS state could not be created.
-    #[error("tls setup failed: {0}")]
-    Tls(#[from] rustls::Error),
+    /// The ticket keys could not be loaded.
+    #[error(transparent)]
+    Tickets(#[from] crate::tls::tickets::TicketError),
     /// A socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -53,13 +53,13 @@ impl Server {
     /// [`tls_addrs`](Self::tls_addrs)).
     pub async fn bind(config_path: impl AsRef<Path>) -> Result<Self, StartError> {
         let config_path = config_path.as_ref().to_owned();
-        let probe = TlsShared::new(1)?;
-        let loaded = config::load(&config_path, &probe.provider)?.strict()?;
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let loaded = config::load(&config_path, &provider)?.strict()?;
         for problem in &loaded.problems {
             tracing::warn!(%problem, "configuration warning");
         }
         let config = loaded.config;
-        let tls = TlsShared::new(config.sessions.cache_size)?;
+        let tls = TlsShared::new(&config.sessions)?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for &addr in &config.listeners {
             listeners.push(bind(addr).await?);

@@ -8,19 +8,21 @@
 pub mod certs;
 pub mod names;
 pub mod resolver;
+pub mod tickets;
 
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{
-    NoServerSessionStorage, ProducesTickets, ServerSessionMemoryCache, StoresServerSessions,
-    WebPkiClientVerifier,
+    NoServerSessionStorage, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier,
 };
 use rustls::{ServerConfig, sign::CertifiedKey, version};
 
 use crate::config::HostConfig;
 use crate::config::model::ClientAuthMode;
+use crate::config::validate::Sessions;
 use resolver::HostCertResolver;
+use tickets::{TicketError, TicketKeys};
 
 /// How many TLS 1.3 tickets a full handshake sends: clients use one per future connection, and
 /// each costs an AEAD seal on the handshake path.
@@ -33,8 +35,8 @@ pub struct TlsShared {
     pub provider: Arc<CryptoProvider>,
     /// TLS 1.2 session-ID cache.
     pub session_cache: Arc<dyn StoresServerSessions>,
-    /// Stateless ticket producer (TLS 1.2 tickets and TLS 1.3 PSKs).
-    pub ticketer: Arc<dyn ProducesTickets>,
+    /// The one ticket key set (TLS 1.2 tickets and TLS 1.3 PSKs).
+    pub tickets: Arc<TicketKeys>,
 }
 
 /// Why a host's `ServerConfig` could not be built.
@@ -49,14 +51,18 @@ pub enum BuildError {
 }
 
 impl TlsShared {
-    /// The default provider (aws-lc-rs), a session cache of `cache_size` entries and a rotating
-    /// in-memory ticketer.
-    pub fn new(cache_size: usize) -> Result<Self, rustls::Error> {
+    /// The default provider (aws-lc-rs), a session-ID cache and ticket keys as `sessions`
+    /// says: from the shared key file, or in memory.
+    pub fn new(sessions: &Sessions) -> Result<Self, TicketError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tickets = match &sessions.ticket_key_file {
+            Some(path) => TicketKeys::from_file(path, sessions.ticket_lifetime)?,
+            None => TicketKeys::in_memory(sessions.ticket_rotate_every, sessions.ticket_lifetime)?,
+        };
         Ok(Self {
             provider,
-            session_cache: ServerSessionMemoryCache::new(cache_size.max(1)),
-            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            session_cache: ServerSessionMemoryCache::new(sessions.cache_size.max(1)),
+            tickets: Arc::new(tickets),
         })
     }
 
@@ -90,8 +96,14 @@ impl TlsShared {
         let mut config = builder.with_cert_resolver(Arc::new(HostCertResolver::new(certs)));
         config.alpn_protocols.clone_from(&host.alpn);
         if host.resumption {
-            config.session_storage = Arc::clone(&self.session_cache);
-            config.ticketer = Arc::clone(&self.ticketer);
+            // Hosts with client auth keep no TLS 1.2 session-ID entries in the shared cache;
+            // their tickets are bound to their own context like every host's.
+            if host.client_auth.is_none() {
+                config.session_storage = Arc::clone(&self.session_cache);
+            } else {
+                config.session_storage = Arc::new(NoServerSessionStorage {});
+            }
+            config.ticketer = self.tickets.for_host(ticket_context(host));
             config.send_tls13_tickets = TLS13_TICKETS;
         } else {
             config.session_storage = Arc::new(NoServerSessionStorage {});
@@ -99,4 +111,21 @@ impl TlsShared {
         }
         Ok(Arc::new(config))
     }
+}
+
+/// What a ticket is bound to: the host and its client-auth policy. A ticket resumes only where
+/// both are the same as where it was issued.
+fn ticket_context(host: &HostConfig) -> u64 {
+    let mut parts: Vec<&[u8]> = vec![host.label.as_bytes()];
+    if let Some(auth) = &host.client_auth {
+        parts.push(match auth.mode {
+            ClientAuthMode::Required => b"required",
+            ClientAuthMode::Optional => b"optional",
+        });
+        for root in &auth.roots.roots {
+            parts.push(root.subject.as_ref());
+            parts.push(root.subject_public_key_info.as_ref());
+        }
+    }
+    certs::fingerprint(&parts)
 }

@@ -1,0 +1,492 @@
+//! Session ticket keys: ONE process-wide key set behind an `ArcSwap`, shared by every host and
+//! every snapshot, so a ticket issued before a reload still resumes after it.
+//!
+//! Keys come either from memory (a new random key every `rotate_every`) or from a key file
+//! shared by every instance of a fleet, so a ticket issued by one instance resumes on another.
+//!
+//! Key file format: one base64 line per key, newest first; each key is 48 bytes: a 16-byte key
+//! name followed by a 32-byte AES-256-GCM key. Blank lines and lines starting with `#` are
+//! ignored. The first key encrypts new tickets; every key decrypts.
+//! `tlsedge ticket-keys rotate --file F` prepends a fresh key and keeps the newest N.
+//!
+//! Ticket layout: `key name (16) || nonce (12) || AES-256-GCM(issued_at (8, BE) || state) || tag`.
+//! The additional data is a per-host context, so a ticket only ever resumes on the host (and
+//! client-auth policy) that issued it, even if a reload moves a name to another host. The
+//! issue time inside the sealed part enforces the lifetime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rustls::server::ProducesTickets;
+
+const NAME_LEN: usize = 16;
+const SECRET_LEN: usize = 32;
+/// Bytes of one key in the key file.
+pub const KEY_LEN: usize = NAME_LEN + SECRET_LEN;
+const TAG_LEN: usize = 16;
+const TIME_LEN: usize = 8;
+
+/// Why ticket keys could not be loaded or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TicketError {
+    /// Reading or writing the key file failed.
+    #[error("ticket key file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not base64 of exactly 48 bytes.
+    #[error("ticket key file {}: line {line}: expected base64 of {KEY_LEN} bytes", path.display())]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// The file holds no key.
+    #[error("ticket key file {}: no key", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The system random source failed.
+    #[error("random source failed")]
+    Random,
+}
+
+/// One key: its file bytes (name || secret) and the ready AEAD key.
+struct Key {
+    bytes: [u8; KEY_LEN],
+    aead: LessSafeKey,
+}
+
+impl Clone for Key {
+    fn clone(&self) -> Self {
+        Self::from_bytes(&self.bytes)
+    }
+}
+
+impl Key {
+    fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self {
+        let unbound = UnboundKey::new(&AES_256_GCM, &bytes[NAME_LEN..])
+            .expect("a 32-byte key is valid for AES-256-GCM");
+        Self {
+            bytes: *bytes,
+            aead: LessSafeKey::new(unbound),
+        }
+    }
+
+    fn name(&self) -> &[u8] {
+        &self.bytes[..NAME_LEN]
+    }
+
+    fn random() -> Result<Self, TicketError> {
+        let mut bytes = [0; KEY_LEN];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| TicketError::Random)?;
+        Ok(Self::from_bytes(&bytes))
+    }
+}
+
+/// One immutable generation of keys.
+struct KeySet {
+    /// Newest first; `keys[0]` encrypts.
+    keys: Vec<Key>,
+    /// When each key in `keys` started encrypting (in-memory mode) or was first seen.
+    since: Vec<SystemTime>,
+    /// The raw file content this set came from, to skip no-op reloads.
+    source: Option<Vec<[u8; KEY_LEN]>>,
+}
+
+/// The process-wide ticket key set.
+pub struct TicketKeys {
+    set: ArcSwap<KeySet>,
+    lifetime: Duration,
+    rotate_every: Duration,
+}
+
+impl std::fmt::Debug for TicketKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketKeys")
+            .field("keys", &self.loaded())
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TicketKeys {
+    /// In-memory keys: one random key now, a new one every `rotate_every`; tickets valid for
+    /// `lifetime`.
+    pub fn in_memory(rotate_every: Duration, lifetime: Duration) -> Result<Self, TicketError> {
+        let key = Key::random()?;
+        Ok(Self {
+            set: ArcSwap::from_pointee(KeySet {
+                keys: vec![key],
+                since: vec![SystemTime::now()],
+                source: None,
+            }),
+            lifetime,
+            rotate_every,
+        })
+    }
+
+    /// Keys from a shared key file.
+    pub fn from_file(path: &Path, lifetime: Duration) -> Result<Self, TicketError> {
+        let keys = Self {
+            set: ArcSwap::from_pointee(KeySet {
+                keys: Vec::new(),
+                since: Vec::new(),
+                source: Some(Vec::new()),
+            }),
+            lifetime,
+            rotate_every: lifetime,
+        };
+        keys.load_file(path)?;
+        Ok(keys)
+    }
+
+    /// (Re)reads the key file. A malformed file changes nothing and returns the error. Returns
+    /// whether the key set changed.
+    pub fn load_file(&self, path: &Path) -> Result<bool, TicketError> {
+        let raw = read_key_file(path)?;
+        let current = self.set.load();
+        if current.source.as_ref() == Some(&raw) {
+            return Ok(false);
+        }
+        let now = SystemTime::now();
+        let since = raw
+            .iter()
+            .map(|bytes| {
+                // A key we already had keeps its age; a new one starts now.
+                current
+                    .keys
+                    .iter()
+                    .position(|k| k.name() == &bytes[..NAME_LEN])
+                    .map_or(now, |i| current.since[i])
+            })
+            .collect();
+        let keys = raw.iter().map(Key::from_bytes).collect();
+        self.set.store(Arc::new(KeySet {
+            keys,
+            since,
+            source: Some(raw),
+        }));
+        Ok(true)
+    }
+
+    /// Switches to in-memory keys (when a reload removes the key file setting).
+    pub fn use_memory(&self) -> Result<(), TicketError> {
+        if self.set.load().source.is_none() {
+            return Ok(());
+        }
+        let key = Key::random()?;
+        self.set.store(Arc::new(KeySet {
+            keys: vec![key],
+            since: vec![SystemTime::now()],
+            source: None,
+        }));
+        Ok(())
+    }
+
+    /// In-memory mode: adds a new encryption key when the current one is older than
+    /// `rotate_every`, and drops keys no ticket can still need. Returns whether it rotated.
+    pub fn rotate_if_due(&self, now: SystemTime) -> Result<bool, TicketError> {
+        let current = self.set.load();
+        if current.source.is_some() {
+            return Ok(false);
+        }
+        let age = current
+            .since
+            .first()
+            .and_then(|t| now.duration_since(*t).ok())
+            .unwrap_or_default();
+        if age < self.rotate_every {
+            return Ok(false);
+        }
+        let key = Key::random()?;
+        // A key stops encrypting when replaced; its last ticket expires `lifetime` later.
+        let keep_for = self.lifetime;
+        let mut keys = vec![key];
+        let mut since = vec![now];
+        for (i, old) in current.keys.iter().enumerate() {
+            let retired = if i == 0 { now } else { current.since[i - 1] };
+            if now.duration_since(retired).unwrap_or_default() < keep_for {
+                keys.push(old.clone());
+                since.push(current.since[i]);
+            }
+        }
+        self.set.store(Arc::new(KeySet {
+            keys,
+            since,
+            source: None,
+        }));
+        Ok(true)
+    }
+
+    /// Number of keys loaded.
+    pub fn loaded(&self) -> usize {
+        self.set.load().keys.len()
+    }
+
+    /// How long the current encryption key has been encrypting (or, from a file, since this
+    /// process first saw it).
+    pub fn key_age(&self, now: SystemTime) -> Duration {
+        self.set
+            .load()
+            .since
+            .first()
+            .and_then(|t| now.duration_since(*t).ok())
+            .unwrap_or_default()
+    }
+
+    /// A ticketer for one host: tickets it issues only decrypt with the same `context`.
+    pub fn for_host(self: &Arc<Self>, context: u64) -> Arc<dyn ProducesTickets> {
+        Arc::new(HostTicketer {
+            keys: Arc::clone(self),
+            context: context.to_be_bytes(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct HostTicketer {
+    keys: Arc<TicketKeys>,
+    context: [u8; 8],
+}
+
+impl ProducesTickets for HostTicketer {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.keys.lifetime.as_secs() as u32
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let set = self.keys.set.load();
+        let key = set.keys.first()?;
+        let mut nonce = [0; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).ok()?;
+        let mut out = Vec::with_capacity(NAME_LEN + NONCE_LEN + TIME_LEN + plain.len() + TAG_LEN);
+        out.extend_from_slice(key.name());
+        out.extend_from_slice(&nonce);
+        let mut sealed = Vec::with_capacity(TIME_LEN + plain.len() + TAG_LEN);
+        sealed.extend_from_slice(&unix_now().to_be_bytes());
+        sealed.extend_from_slice(plain);
+        key.aead
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.context),
+                &mut sealed,
+            )
+            .ok()?;
+        out.extend_from_slice(&sealed);
+        Some(out)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        if cipher.len() < NAME_LEN + NONCE_LEN + TIME_LEN + TAG_LEN {
+            return None;
+        }
+        let (name, rest) = cipher.split_at(NAME_LEN);
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let set = self.keys.set.load();
+        let key = set.keys.iter().find(|k| k.name() == name)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = sealed.to_vec();
+        let plain = key
+            .aead
+            .open_in_place(nonce, Aad::from(self.context), &mut buf)
+            .ok()?;
+        let (issued, state) = plain.split_at(TIME_LEN);
+        let issued = u64::from_be_bytes(issued.try_into().ok()?);
+        let age = unix_now().saturating_sub(issued);
+        (age <= self.keys.lifetime.as_secs()).then(|| state.to_vec())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Parses a key file's text.
+fn parse_keys(text: &str, path: &Path) -> Result<Vec<[u8; KEY_LEN]>, TicketError> {
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || TicketError::BadKey {
+            path: path.to_owned(),
+            line: i + 1,
+        };
+        let bytes = BASE64.decode(line).map_err(|_| bad())?;
+        keys.push(<[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| bad())?);
+    }
+    if keys.is_empty() {
+        return Err(TicketError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(keys)
+}
+
+fn read_key_file(path: &Path) -> Result<Vec<[u8; KEY_LEN]>, TicketError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TicketError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_keys(&text, path)
+}
+
+/// Prepends a fresh random key to the key file at `path` (created if missing), keeps the newest
+/// `keep`, and replaces the file atomically (temporary file + rename, mode 0600).
+pub fn rotate_key_file(path: &Path, keep: usize) -> Result<usize, TicketError> {
+    let io = |source| TicketError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut keys = match read_key_file(path) {
+        Ok(keys) => keys,
+        Err(TicketError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    keys.insert(0, Key::random()?.bytes);
+    keys.truncate(keep.max(1));
+    let mut text = String::from(
+        "# tlsedge ticket keys, newest first (base64 of name(16) || AES-256 key(32))\n",
+    );
+    for key in &keys {
+        text.push_str(&BASE64.encode(key));
+        text.push('\n');
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(keys.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Arc<TicketKeys> {
+        Arc::new(
+            TicketKeys::in_memory(Duration::from_secs(3600), Duration::from_secs(7200)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn tickets_round_trip_only_within_their_context() {
+        let keys = keys();
+        let a = keys.for_host(1);
+        let b = keys.for_host(2);
+        let ticket = a.encrypt(b"session state").unwrap();
+        assert_eq!(a.decrypt(&ticket).as_deref(), Some(&b"session state"[..]));
+        assert_eq!(b.decrypt(&ticket), None, "another host must not resume it");
+        let mut tampered = ticket.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(a.decrypt(&tampered), None);
+        assert_eq!(a.decrypt(&ticket[..20]), None);
+    }
+
+    #[test]
+    fn rotation_keeps_old_keys_until_their_tickets_expire() {
+        let keys = keys();
+        let t = keys.for_host(7);
+        let old = t.encrypt(b"old").unwrap();
+        let now = SystemTime::now();
+        assert!(!keys.rotate_if_due(now).unwrap());
+        assert!(keys.rotate_if_due(now + Duration::from_secs(3601)).unwrap());
+        assert_eq!(keys.loaded(), 2);
+        assert_eq!(t.decrypt(&old).as_deref(), Some(&b"old"[..]));
+        let new = t.encrypt(b"new").unwrap();
+        assert_ne!(
+            old[..NAME_LEN],
+            new[..NAME_LEN],
+            "new tickets use the new key"
+        );
+        // Long after the old key stopped encrypting, it is dropped.
+        assert!(
+            keys.rotate_if_due(now + Duration::from_secs(3 * 3600 + 10))
+                .unwrap()
+        );
+        assert!(
+            keys.rotate_if_due(now + Duration::from_secs(5 * 3600 + 20))
+                .unwrap()
+        );
+        assert_eq!(t.decrypt(&old), None);
+    }
+
+    #[test]
+    fn key_file_rotation_and_fleet_sharing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tickets.keys");
+        assert_eq!(rotate_key_file(&path, 3).unwrap(), 1);
+        let a = Arc::new(TicketKeys::from_file(&path, Duration::from_secs(3600)).unwrap());
+        let b = Arc::new(TicketKeys::from_file(&path, Duration::from_secs(3600)).unwrap());
+        let ticket = a.for_host(1).encrypt(b"x").unwrap();
+        assert!(
+            b.for_host(1).decrypt(&ticket).is_some(),
+            "same file, same keys"
+        );
+        for expected in [2, 3, 3] {
+            assert_eq!(rotate_key_file(&path, 3).unwrap(), expected);
+        }
+        assert!(b.load_file(&path).unwrap());
+        assert!(!b.load_file(&path).unwrap(), "unchanged file is a no-op");
+        assert!(
+            b.for_host(1).decrypt(&ticket).is_none(),
+            "old key dropped after 3 rotations"
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn malformed_key_file_keeps_old_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tickets.keys");
+        rotate_key_file(&path, 2).unwrap();
+        let keys = Arc::new(TicketKeys::from_file(&path, Duration::from_secs(3600)).unwrap());
+        let ticket = keys.for_host(1).encrypt(b"x").unwrap();
+        std::fs::write(&path, "# comment\nnot base64!\n").unwrap();
+        assert!(matches!(
+            keys.load_file(&path),
+            Err(TicketError::BadKey { line: 2, .. })
+        ));
+        std::fs::write(&path, "").unwrap();
+        assert!(matches!(
+            keys.load_file(&path),
+            Err(TicketError::Empty { .. })
+        ));
+        assert!(keys.for_host(1).decrypt(&ticket).is_some());
+    }
+}
