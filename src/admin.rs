@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::runtime::Runtime;
 
 /// A slow or idle scraper is cut off after this long.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,7 +23,7 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serves admin requests until `stop` is cancelled. `draining` turns `/readyz` to 503.
 pub(crate) async fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    rt: Arc<Runtime>,
     draining: CancellationToken,
     stop: CancellationToken,
 ) {
@@ -39,10 +39,10 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let metrics = Arc::clone(&metrics);
+        let rt = Arc::clone(&rt);
         let draining = draining.clone();
         let service = service_fn(move |req| {
-            let response = respond(&req, &metrics, draining.is_cancelled());
+            let response = respond(&req, &rt, draining.is_cancelled());
             async move { Ok::<_, Infallible>(response) }
         });
         tokio::spawn(async move {
@@ -52,12 +52,12 @@ pub(crate) async fn serve(
     }
 }
 
-fn respond<B>(req: &Request<B>, metrics: &Metrics, draining: bool) -> Response<Full<Bytes>> {
+fn respond<B>(req: &Request<B>, rt: &Runtime, draining: bool) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            metrics.render(),
+            rt.render_metrics(),
         ),
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         (&Method::GET, "/readyz") if draining => (

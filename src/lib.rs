@@ -11,8 +11,9 @@
 //!   ([`proxy::relay`]);
 //! - every event is logged and counted in one place ([`metrics`]).
 //!
-//! Configuration flows the other way: [`config`] reads and validates YAML, and
-//! [`runtime::Runtime::install`] builds a new snapshot and publishes it with one store.
+//! Configuration flows the other way: [`config`] reads and validates YAML, [`reload`] watches
+//! the files and re-reads them on change, and [`runtime::Runtime::install`] builds a new
+//! snapshot and publishes it with one store.
 
 mod admin;
 pub mod balance;
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod metrics;
 pub mod pki;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;

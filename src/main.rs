@@ -40,6 +40,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Manage the shared session ticket key file of a fleet.
+    TicketKeys {
+        #[command(subcommand)]
+        action: TicketKeysAction,
+    },
     /// Run a demo: generated certificates, two built-in HTTP backends.
     Demo {
         /// TLS listen address.
@@ -54,12 +59,37 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum TicketKeysAction {
+    /// Prepend a fresh random key and keep the newest N (atomic write, mode 0600).
+    Rotate {
+        /// The key file (created if missing).
+        #[arg(long)]
+        file: PathBuf,
+        /// How many keys to keep (the newest encrypts, all decrypt).
+        #[arg(long, default_value_t = 3)]
+        keep: usize,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => serve(async move { Ok(config) }, None),
+        Command::TicketKeys {
+            action: TicketKeysAction::Rotate { file, keep },
+        } => match tlsedge::tls::tickets::rotate_key_file(&file, keep) {
+            Ok(kept) => {
+                println!("{}: rotated, {kept} key(s)", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Demo { listen, admin, dir } => {
             let prepare = async move {
                 let files = tlsedge::demo::prepare(&dir, listen, admin).await?;
@@ -154,6 +184,7 @@ fn serve(
         if let Some(banner) = banner {
             banner(&server);
         }
+        tokio::spawn(reload_on_sighup(server.reload_trigger()));
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
@@ -180,6 +211,21 @@ fn serve_demo(
         }
     });
     serve(config, Some(banner))
+}
+
+/// SIGHUP runs the same reload as a file change.
+async fn reload_on_sighup(trigger: tlsedge::reload::ReloadTrigger) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading");
+        if !trigger.reload() {
+            return;
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
@@ -22,6 +22,7 @@ pub struct Runtime {
     /// This server's metrics.
     pub metrics: Arc<Metrics>,
     generation: AtomicU64,
+    last_success: AtomicU64,
     epoch: Instant,
 }
 
@@ -34,9 +35,10 @@ impl Runtime {
             tls,
             metrics,
             generation: AtomicU64::new(1),
+            last_success: AtomicU64::new(0),
             epoch: Instant::now(),
         };
-        rt.publish_gauges(&rt.snapshot.load());
+        rt.mark_success();
         (rt, skipped)
     }
 
@@ -49,7 +51,6 @@ impl Runtime {
             Snapshot::build(Arc::new(config), &self.tls, Some(&previous), generation);
         let snapshot = Arc::new(snapshot);
         self.snapshot.store(Arc::clone(&snapshot));
-        self.publish_gauges(&snapshot);
         (snapshot, skipped)
     }
 
@@ -58,17 +59,23 @@ impl Runtime {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn publish_gauges(&self, snapshot: &Snapshot) {
-        for host in &snapshot.hosts {
-            for cert in &host.certs {
-                self.metrics
-                    .certificate_expiry(&host.label, &cert.label(), cert.not_after);
-            }
-            let now = self.now_ms();
-            for (backend, label) in host.pool.backends().iter().zip(&host.backend_labels) {
-                let up = backend.state.is_up(now);
-                self.metrics.backend_state(&host.label, label, up, false);
-            }
-        }
+    /// Records that a configuration load was applied now.
+    pub fn mark_success(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_success.store(now, Ordering::Relaxed);
+    }
+
+    /// Unix time of the last applied configuration load.
+    pub fn last_success(&self) -> u64 {
+        self.last_success.load(Ordering::Relaxed)
+    }
+
+    /// The whole `/metrics` page: event metrics plus state gauges from the current snapshot.
+    pub fn render_metrics(&self) -> String {
+        let mut page = self.metrics.render();
+        crate::metrics::state::render(self, &mut page);
+        page
     }
 }

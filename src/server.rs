@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{self, LoadError};
 use crate::metrics::Metrics;
 use crate::proxy::listener::{Lifecycle, accept_loop};
+use crate::reload::{ReloadTrigger, Reloader, watch};
 use crate::runtime::Runtime;
 use crate::tls::TlsShared;
 
@@ -45,6 +46,9 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     admin: Option<TcpListener>,
     config_path: PathBuf,
+    files: Vec<PathBuf>,
+    trigger: ReloadTrigger,
+    signals: watch::Signals,
 }
 
 impl Server {
@@ -58,6 +62,7 @@ impl Server {
         for problem in &loaded.problems {
             tracing::warn!(%problem, "configuration warning");
         }
+        let files = loaded.referenced_files();
         let config = loaded.config;
         let tls = TlsShared::new(&config.sessions)?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
@@ -70,12 +75,16 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new());
         let (runtime, _skipped) = Runtime::new(config, tls, Arc::clone(&metrics));
-        metrics.config_reload("applied", 1);
+        metrics.config_reload("applied");
+        let (trigger, signals) = watch::channel();
         Ok(Self {
             runtime: Arc::new(runtime),
             listeners,
             admin,
             config_path,
+            files,
+            trigger,
+            signals,
         })
     }
 
@@ -95,6 +104,11 @@ impl Server {
     /// The shared runtime state (snapshot, metrics).
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// A handle that makes the server reload its configuration now (what SIGHUP does).
+    pub fn reload_trigger(&self) -> ReloadTrigger {
+        self.trigger.clone()
     }
 
     /// The configuration file this server was started from.
@@ -132,16 +146,24 @@ impl Server {
             let draining = life.stop_accepting.clone();
             tokio::spawn(crate::admin::serve(
                 admin,
-                Arc::clone(&rt.metrics),
+                Arc::clone(&rt),
                 draining,
                 admin_stop.clone(),
             ));
         }
         let upkeep = tokio::spawn(upkeep(Arc::clone(&rt)));
+        let reloader = Arc::new(Reloader::new(Arc::clone(&rt), self.config_path, self.files));
+        let watcher = tokio::spawn(watch::run(
+            reloader,
+            snapshot.config.reload,
+            self.signals,
+            admin_stop.clone(),
+        ));
         shutdown.await;
         drain(&life, rt.snapshot.load().timeouts.drain).await;
         upkeep.abort();
         admin_stop.cancel();
+        let _ = watcher.await;
     }
 }
 

@@ -54,7 +54,7 @@ impl Loaded {
 
     /// Every file the configuration references, for the reload watcher.
     pub fn referenced_files(&self) -> Vec<PathBuf> {
-        self.config.referenced_files(&self.raw)
+        super::validate::referenced_files(&self.raw, &self.config.source)
     }
 
     /// Fails with all problems if any is an error: what `check` and start-up require.
@@ -80,10 +80,19 @@ pub fn load(path: &Path, provider: &CryptoProvider) -> Result<Loaded, LoadError>
 /// Parses and validates YAML text as if read from `path` (relative files resolve against its
 /// directory).
 pub fn from_str(text: &str, path: &Path, provider: &CryptoProvider) -> Result<Loaded, LoadError> {
-    let raw: RawConfig = serde_yaml::from_str(text).map_err(|source| LoadError::Parse {
+    finish(parse(text, path)?, path, provider)
+}
+
+/// Parses YAML text into the raw model (no file is read).
+pub fn parse(text: &str, path: &Path) -> Result<RawConfig, LoadError> {
+    serde_yaml::from_str(text).map_err(|source| LoadError::Parse {
         path: path.to_owned(),
         source,
-    })?;
+    })
+}
+
+/// Validates a parsed model read from `path`, loading every file it references.
+pub fn finish(raw: RawConfig, path: &Path, provider: &CryptoProvider) -> Result<Loaded, LoadError> {
     let (config, problems) = validate(&raw, path, provider, SystemTime::now());
     let (fatal, problems): (Vec<_>, Vec<_>) = problems
         .into_iter()

@@ -27,6 +27,9 @@ pub struct RawConfig {
     /// TLS session resumption settings shared by every host.
     #[serde(default)]
     pub sessions: RawSessions,
+    /// How configuration and certificate changes are picked up.
+    #[serde(default)]
+    pub reload: RawReload,
     /// A configured host name that serves clients sending no SNI or an unknown one.
     #[serde(default)]
     pub default_host: Option<String>,
@@ -104,6 +107,34 @@ impl Default for RawLimits {
         Self {
             max_connections: 10_000,
             backend_attempts: 3,
+        }
+    }
+}
+
+/// File watching and reload timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReload {
+    /// Watch the config file and every file it references, and reload on change.
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading.
+    #[serde(with = "humantime_serde")]
+    pub debounce: Duration,
+    /// Longest delay from the first event of a burst to the reload.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Safety net: re-check every file's content this often, events or not.
+    #[serde(with = "humantime_serde")]
+    pub recheck_every: Duration,
+}
+
+impl Default for RawReload {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: Duration::from_millis(500),
+            max_delay: Duration::from_secs(2),
+            recheck_every: Duration::from_secs(60),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Config {
     pub backend_attempts: usize,
     /// Session resumption settings.
     pub sessions: Sessions,
+    /// Reload timing.
+    pub reload: Reload,
     /// Index into `hosts` of the host serving unknown or missing SNI.
     pub default_host: Option<usize>,
     /// The hosts, in file order.
@@ -73,6 +75,19 @@ pub struct Sessions {
     pub ticket_rotate_every: Duration,
     /// Ticket lifetime.
     pub ticket_lifetime: Duration,
+}
+
+/// Typed reload settings; see the model for meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reload {
+    /// Watch files.
+    pub watch: bool,
+    /// Trailing-edge debounce.
+    pub debounce: Duration,
+    /// Cap on the delay of a burst.
+    pub max_delay: Duration,
+    /// Periodic content re-check.
+    pub recheck_every: Duration,
 }
 
 /// One validated host.
@@ -121,23 +136,22 @@ pub struct ClientAuth {
     pub ca_path: PathBuf,
 }
 
-impl Config {
-    /// Every file the configuration references (for the reload watcher).
-    pub fn referenced_files(&self, raw: &RawConfig) -> Vec<PathBuf> {
-        let base = base_dir(&self.source);
-        let mut files = vec![self.source.clone()];
-        for host in &raw.hosts {
-            for cert in &host.certs {
-                files.push(base.join(&cert.cert));
-                files.push(base.join(&cert.key));
-            }
-            if let Some(auth) = &host.client_auth {
-                files.push(base.join(&auth.ca));
-            }
+/// Every file a configuration read from `source` references, the config file first (for the
+/// reload watcher and its change check).
+pub fn referenced_files(raw: &RawConfig, source: &Path) -> Vec<PathBuf> {
+    let base = base_dir(source);
+    let mut files = vec![source.to_owned()];
+    for host in &raw.hosts {
+        for cert in &host.certs {
+            files.push(base.join(&cert.cert));
+            files.push(base.join(&cert.key));
         }
-        files.extend(self.sessions.ticket_key_file.clone());
-        files
+        if let Some(auth) = &host.client_auth {
+            files.push(base.join(&auth.ca));
+        }
     }
+    files.extend(raw.sessions.ticket_key_file.as_ref().map(|f| base.join(f)));
+    files
 }
 
 /// The directory relative paths in `source` are resolved against.
@@ -241,6 +255,9 @@ impl Validator<'_> {
         if s.ticket_lifetime.is_zero() || s.ticket_lifetime > Duration::from_secs(24 * 3600) {
             self.error("sessions.ticket_lifetime", Issue::TicketLifetime);
         }
+        if raw.reload.recheck_every.is_zero() {
+            self.error("reload.recheck_every", Issue::Zero);
+        }
         if s.ticket_rotate_every.is_zero() {
             self.error("sessions.ticket_rotate_every", Issue::Zero);
         }
@@ -287,6 +304,12 @@ impl Validator<'_> {
                 ticket_key_file: s.ticket_key_file.as_ref().map(|p| self.base.join(p)),
                 ticket_rotate_every: s.ticket_rotate_every,
                 ticket_lifetime: s.ticket_lifetime,
+            },
+            reload: Reload {
+                watch: raw.reload.watch,
+                debounce: raw.reload.debounce,
+                max_delay: raw.reload.max_delay.max(raw.reload.debounce),
+                recheck_every: raw.reload.recheck_every,
             },
             default_host,
             hosts,

@@ -9,6 +9,7 @@
 //! process — as in the test suite — keep separate numbers.
 
 pub mod names;
+pub(crate) mod state;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -112,7 +113,8 @@ impl Metrics {
         metrics::with_local_recorder(&self.recorder, f)
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition of the event metrics (see [`crate::runtime::Runtime::render_metrics`]
+    /// for the full page with state gauges).
     pub fn render(&self) -> String {
         self.handle.render()
     }
@@ -172,31 +174,14 @@ impl Metrics {
         });
     }
 
-    /// A backend became usable (`up`) or was marked down for its cooldown.
-    pub fn backend_state(&self, host: &str, backend: &str, up: bool, changed: bool) {
-        if changed {
-            if up {
-                tracing::info!(tls.host = host, backend.addr = backend, "backend up");
-            } else {
-                tracing::warn!(
-                    tls.host = host,
-                    backend.addr = backend,
-                    "backend marked down"
-                );
-            }
+    /// A backend became usable again, or was marked down for its cooldown. (Its gauge is
+    /// rendered from the live state at scrape time.)
+    pub fn backend_changed(&self, host: &str, backend: &str, up: bool) {
+        if up {
+            tracing::info!(tls.host = host, backend.addr = backend, "backend up");
+        } else {
+            tracing::warn!(tls.host = host, backend.addr = backend, "backend marked down");
         }
-        self.with(|| {
-            gauge!(BACKEND_UP, "host" => host.to_owned(), "backend" => backend.to_owned())
-                .set(if up { 1.0 } else { 0.0 });
-        });
-    }
-
-    /// Sets the expiry gauge of one certificate.
-    pub fn certificate_expiry(&self, host: &str, cert: &str, not_after: i64) {
-        self.with(|| {
-            gauge!(CERT_EXPIRY, "host" => host.to_owned(), "cert" => cert.to_owned())
-                .set(not_after as f64);
-        });
     }
 
     /// An accept() call failed (e.g. EMFILE); the listener backs off.
@@ -205,12 +190,8 @@ impl Metrics {
         self.with(|| counter!(ACCEPT_ERRORS).increment(1));
     }
 
-    /// A configuration load finished with `result` ("applied", "partial", "rejected",
-    /// "unchanged").
-    pub fn config_reload(&self, result: &'static str, generation: u64) {
-        self.with(|| {
-            counter!(CONFIG_RELOADS, "result" => result).increment(1);
-            gauge!(CONFIG_GENERATION).set(generation as f64);
-        });
+    /// A configuration load finished with `result` ("applied", "partial", "rejected").
+    pub fn config_reload(&self, result: &'static str) {
+        self.with(|| counter!(CONFIG_RELOADS, "result" => result).increment(1));
     }
 }

@@ -2,6 +2,9 @@
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
+// State gauges (expiry, stale, backend up, tickets, generation) are rendered from the snapshot
+// at scrape time by `super::state`, not through the recorder.
+
 /// Completed handshakes `{host, version, cipher, resumed}`.
 pub const HANDSHAKES: &str = "tlsedge_handshakes_total";
 /// Handshake duration from accept to completion `{host, resumed}`.
@@ -26,6 +29,14 @@ pub const CERT_EXPIRY: &str = "tlsedge_certificate_expiry_timestamp_seconds";
 pub const CONFIG_RELOADS: &str = "tlsedge_config_reloads_total";
 /// Generation of the snapshot being served.
 pub const CONFIG_GENERATION: &str = "tlsedge_config_generation";
+/// 1 while a host serves an older certificate than its files say `{host}`.
+pub const HOST_CERT_STALE: &str = "tlsedge_host_certificate_stale";
+/// Unix time of the last applied configuration load.
+pub const CONFIG_LAST_SUCCESS: &str = "tlsedge_config_last_reload_success_timestamp_seconds";
+/// Ticket keys loaded.
+pub const TICKET_KEYS_LOADED: &str = "tlsedge_ticket_keys_loaded";
+/// Age of the current ticket encryption key.
+pub const TICKET_KEY_AGE: &str = "tlsedge_ticket_key_age_seconds";
 /// Failed accept() calls.
 pub const ACCEPT_ERRORS: &str = "tlsedge_accept_errors_total";
 
@@ -50,7 +61,6 @@ pub(crate) fn describe_all() {
         "1 if the backend is usable, 0 while it cools down after a failure."
     );
     describe_counter!(BYTES, Unit::Bytes, "Plaintext bytes relayed.");
-    describe_gauge!(CERT_EXPIRY, "Certificate notAfter as a Unix timestamp.");
     describe_counter!(CONFIG_RELOADS, "Configuration loads by result.");
     describe_gauge!(
         CONFIG_GENERATION,

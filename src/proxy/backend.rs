@@ -52,16 +52,16 @@ pub(crate) async fn connect(
         match result {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                let changed = backend.state.mark_ok();
-                if changed {
-                    rt.metrics.backend_state(&host.label, label, true, true);
+                if backend.state.mark_ok() {
+                    rt.metrics.backend_changed(&host.label, label, true);
                 }
                 return Ok((stream, index, backend.state.track()));
             }
             Err(e) => {
                 rt.metrics.backend_connect_failed(&host.label, label, &e);
-                let changed = backend.state.mark_failed(rt.now_ms(), cooldown_ms);
-                rt.metrics.backend_state(&host.label, label, false, changed);
+                if backend.state.mark_failed(rt.now_ms(), cooldown_ms) {
+                    rt.metrics.backend_changed(&host.label, label, false);
+                }
             }
         }
     }

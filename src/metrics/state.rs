@@ -1,0 +1,75 @@
+//! Gauges that describe *state* rather than events — certificate expiry, stale certificates,
+//! backend health, ticket keys, config generation — rendered at scrape time from the current
+//! snapshot. Series of a host removed by a reload disappear with it, which a recorder that
+//! only ever adds series could not do.
+
+use std::fmt::Write;
+use std::time::SystemTime;
+
+use super::names::*;
+use crate::runtime::Runtime;
+
+/// Appends the state gauges of `rt` in Prometheus text format.
+pub(crate) fn render(rt: &Runtime, out: &mut String) {
+    let snapshot = rt.snapshot.load();
+    let now_ms = rt.now_ms();
+    header(out, CERT_EXPIRY, "Certificate notAfter as a Unix timestamp.");
+    for host in &snapshot.hosts {
+        for cert in &host.certs {
+            let _ = writeln!(
+                out,
+                "{CERT_EXPIRY}{{host=\"{}\",cert=\"{}\"}} {}",
+                escape(&host.label),
+                escape(&cert.label()),
+                cert.not_after
+            );
+        }
+    }
+    header(
+        out,
+        HOST_CERT_STALE,
+        "1 while a host serves an older certificate than its files hold (its new files failed).",
+    );
+    for host in &snapshot.hosts {
+        let stale = u8::from(host.stale);
+        let _ = writeln!(out, "{HOST_CERT_STALE}{{host=\"{}\"}} {stale}", escape(&host.label));
+    }
+    header(out, BACKEND_UP, "1 if the backend is usable, 0 while it cools down after a failure.");
+    for host in &snapshot.hosts {
+        for (backend, label) in host.pool.backends().iter().zip(&host.backend_labels) {
+            let up = u8::from(backend.state.is_up(now_ms));
+            let _ = writeln!(
+                out,
+                "{BACKEND_UP}{{host=\"{}\",backend=\"{}\"}} {up}",
+                escape(&host.label),
+                escape(label)
+            );
+        }
+    }
+    let tickets = &rt.tls.tickets;
+    header(out, TICKET_KEYS_LOADED, "Session ticket keys loaded (the first one encrypts).");
+    let _ = writeln!(out, "{TICKET_KEYS_LOADED} {}", tickets.loaded());
+    header(out, TICKET_KEY_AGE, "Age of the ticket key that encrypts new tickets.");
+    let age = tickets.key_age(SystemTime::now()).as_secs();
+    let _ = writeln!(out, "{TICKET_KEY_AGE} {age}");
+    header(out, CONFIG_GENERATION, "Generation number of the configuration being served.");
+    let _ = writeln!(out, "{CONFIG_GENERATION} {}", snapshot.generation);
+    header(
+        out,
+        CONFIG_LAST_SUCCESS,
+        "Unix time of the last configuration load that was applied (fully or partially).",
+    );
+    let _ = writeln!(out, "{CONFIG_LAST_SUCCESS} {}", rt.last_success());
+}
+
+fn header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+}
+
+/// Escapes a label value per the exposition format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,245 @@
+//! One reload: read everything from disk, skip if no byte changed, validate, build a new
+//! snapshot and publish it with one store. Returns an explicit [`Outcome`], logged and counted
+//! once here.
+//!
+//! Two levels of failure: a config file that does not parse or validate rejects the whole
+//! reload (the old snapshot keeps serving); a host whose certificate files fail keeps its last
+//! good certificate (or, if new, is not added) while every other change applies.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::config::{self, Config, LoadError, Problem};
+use crate::runtime::Runtime;
+use crate::tls::certs;
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// No input file changed: nothing was done.
+    Unchanged,
+    /// Everything in the files is now served.
+    Applied,
+    /// A new snapshot is served, but some part kept its old state (see the logs).
+    Partial,
+    /// The configuration was refused; the old snapshot keeps serving.
+    Rejected,
+}
+
+impl Outcome {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unchanged => "unchanged",
+            Self::Applied => "applied",
+            Self::Partial => "partial",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// Re-reads the configuration of one server.
+#[derive(Debug)]
+pub struct Reloader {
+    rt: Arc<Runtime>,
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Content hash of the config and every file it referenced at the last attempt.
+    fingerprint: Option<u64>,
+    /// The files to watch, from the last configuration that parsed.
+    files: Vec<PathBuf>,
+}
+
+impl Reloader {
+    /// A reloader for `rt`, started from `path` which referenced `files`.
+    pub fn new(rt: Arc<Runtime>, path: PathBuf, files: Vec<PathBuf>) -> Self {
+        let fingerprint = fingerprint_files(&files);
+        Self {
+            rt,
+            path,
+            state: Mutex::new(State {
+                fingerprint: Some(fingerprint),
+                files,
+            }),
+        }
+    }
+
+    /// The runtime this reloader publishes to.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    /// The files the current configuration references (config file first).
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.lock().files.clone()
+    }
+
+    /// Runs one reload. Blocking (file I/O, key parsing, `ServerConfig` building): call it off
+    /// the async runtime's worker threads.
+    pub fn reload(&self) -> Outcome {
+        // One reload at a time; a reload takes milliseconds, so a std Mutex is right here.
+        let mut state = self.lock();
+        let outcome = self.reload_locked(&mut state);
+        if outcome != Outcome::Unchanged {
+            self.rt.metrics.config_reload(outcome.as_str());
+        }
+        if matches!(outcome, Outcome::Applied | Outcome::Partial) {
+            self.rt.mark_success();
+        }
+        outcome
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn reload_locked(&self, state: &mut State) -> Outcome {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(source) => {
+                let e = LoadError::Read {
+                    path: self.path.clone(),
+                    source,
+                };
+                return self.rejected(state, None, &e);
+            }
+        };
+        let raw = match config::load::parse(&text, &self.path) {
+            Ok(raw) => raw,
+            Err(e) => return self.rejected(state, Some(fingerprint_text(&text)), &e),
+        };
+        let files = config::validate::referenced_files(&raw, &self.path);
+        let fingerprint = fingerprint_files(&files);
+        if state.fingerprint == Some(fingerprint) {
+            return Outcome::Unchanged;
+        }
+        state.fingerprint = Some(fingerprint);
+        state.files = files;
+        let loaded = match config::load::finish(raw, &self.path, &self.rt.tls.provider) {
+            Ok(loaded) => loaded,
+            Err(e) => return self.rejected(state, Some(fingerprint), &e),
+        };
+        let mut partial = false;
+        for problem in &loaded.problems {
+            partial |= log_problem(problem);
+        }
+        let mut config = loaded.config;
+        partial |= self.keep_start_time_settings(&mut config);
+        partial |= self.reload_ticket_keys(&config);
+        let (snapshot, skipped) = self.rt.install(config);
+        for skip in &skipped {
+            tracing::error!(tls.host = %skip.host, reason = %skip.reason, "host not served");
+        }
+        partial |= !skipped.is_empty();
+        let outcome = if partial {
+            Outcome::Partial
+        } else {
+            Outcome::Applied
+        };
+        tracing::info!(
+            generation = snapshot.generation,
+            hosts = snapshot.hosts.len(),
+            result = outcome.as_str(),
+            "configuration reloaded"
+        );
+        outcome
+    }
+
+    fn rejected(&self, state: &mut State, fingerprint: Option<u64>, e: &LoadError) -> Outcome {
+        state.fingerprint = fingerprint;
+        match e {
+            LoadError::Invalid(problems) => {
+                for problem in &problems.0 {
+                    log_problem(problem);
+                }
+            }
+            other => tracing::error!(error = %other, "configuration unreadable"),
+        }
+        tracing::error!(path = %self.path.display(), result = "rejected", "reload rejected, still serving the previous configuration");
+        Outcome::Rejected
+    }
+
+    /// Settings bound when the process started (sockets, the connection semaphore, the session
+    /// cache) cannot change on reload: keep the running values and say so.
+    fn keep_start_time_settings(&self, config: &mut Config) -> bool {
+        let running = self.rt.snapshot.load_full();
+        let old = &running.config;
+        let mut kept = Vec::new();
+        if config.listeners != old.listeners {
+            config.listeners.clone_from(&old.listeners);
+            kept.push("listeners");
+        }
+        if config.admin != old.admin {
+            config.admin = old.admin;
+            kept.push("admin.bind");
+        }
+        if config.max_connections != old.max_connections {
+            config.max_connections = old.max_connections;
+            kept.push("limits.max_connections");
+        }
+        if config.sessions.cache_size != old.sessions.cache_size
+            || config.sessions.ticket_lifetime != old.sessions.ticket_lifetime
+            || config.sessions.ticket_rotate_every != old.sessions.ticket_rotate_every
+        {
+            config.sessions.cache_size = old.sessions.cache_size;
+            config.sessions.ticket_lifetime = old.sessions.ticket_lifetime;
+            config.sessions.ticket_rotate_every = old.sessions.ticket_rotate_every;
+            kept.push("sessions (cache_size, ticket_lifetime, ticket_rotate_every)");
+        }
+        for setting in &kept {
+            tracing::warn!(setting, "changing this setting needs a restart; keeping the running value");
+        }
+        !kept.is_empty()
+    }
+
+    /// Re-reads the ticket key file; a malformed one keeps the old keys.
+    fn reload_ticket_keys(&self, config: &Config) -> bool {
+        let tickets = &self.rt.tls.tickets;
+        let result = match &config.sessions.ticket_key_file {
+            Some(path) => tickets.load_file(path).map(|changed| {
+                if changed {
+                    tracing::info!(path = %path.display(), keys = tickets.loaded(), "ticket keys reloaded");
+                }
+            }),
+            None => tickets.use_memory(),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "ticket keys not reloaded, keeping the previous keys");
+        }
+        result.is_err()
+    }
+}
+
+/// Logs one problem; returns whether it is an error.
+fn log_problem(problem: &Problem) -> bool {
+    if problem.is_error() {
+        tracing::error!(%problem, "configuration problem");
+    } else {
+        tracing::warn!(%problem, "configuration warning");
+    }
+    problem.is_error()
+}
+
+fn fingerprint_text(text: &str) -> u64 {
+    certs::fingerprint(&[text.as_bytes()])
+}
+
+/// A hash over every file's path and content (a missing file hashes differently from any
+/// content), following symlinks as a reader would.
+fn fingerprint_files(files: &[PathBuf]) -> u64 {
+    let contents: Vec<Vec<u8>> = files.iter().map(|f| read_or_marker(f)).collect();
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(files.len() * 2);
+    for (file, content) in files.iter().zip(&contents) {
+        parts.push(file.as_os_str().as_encoded_bytes());
+        parts.push(content);
+    }
+    certs::fingerprint(&parts)
+}
+
+fn read_or_marker(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| format!("\0unreadable: {}", e.kind()).into_bytes())
+}

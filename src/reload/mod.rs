@@ -1,0 +1,8 @@
+//! Hot reload: [`watch`] decides when (file events, SIGHUP, retries, periodic re-check) and
+//! [`apply`] re-reads, validates, builds and publishes a new snapshot.
+
+pub mod apply;
+pub mod watch;
+
+pub use apply::{Outcome, Reloader};
+pub use watch::ReloadTrigger;

@@ -1,0 +1,206 @@
+//! The file watcher: turns file events, SIGHUP requests, retry timers and a periodic re-check
+//! into reloads. It only decides *when*; [`super::apply`] decides *what*.
+//!
+//! It watches the parent directories of the config file and of every file the config names,
+//! never the files themselves: editors replace a file by rename, and Kubernetes updates a
+//! mounted Secret by swapping a `..data` symlink, so the changed path never gets an event of its
+//! own. Every event in a watched directory counts as "maybe changed"; the reload's content hash
+//! tells a real change from noise. Events are debounced on the trailing edge (a quiet period),
+//! capped so a stream of writes cannot postpone the reload forever.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::apply::{Outcome, Reloader};
+use crate::config::validate::Reload;
+
+/// After a failed or partial reload, check again this soon: a key often lands just after its
+/// certificate.
+const RETRIES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(2)];
+/// How often in-memory ticket keys are checked for rotation.
+const TICKET_CHECK: Duration = Duration::from_secs(60);
+
+/// Something asked for a reload.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    /// A file event (or a watcher error: something may have been missed).
+    Event,
+    /// SIGHUP or an API call: reload now.
+    Now,
+}
+
+/// Asks the watcher task for an immediate reload (what SIGHUP does).
+#[derive(Debug, Clone)]
+pub struct ReloadTrigger(mpsc::UnboundedSender<Signal>);
+
+impl ReloadTrigger {
+    /// Requests a reload; returns false if the server has stopped.
+    pub fn reload(&self) -> bool {
+        self.0.send(Signal::Now).is_ok()
+    }
+}
+
+/// The receiving end, handed to [`run`].
+#[derive(Debug)]
+pub struct Signals {
+    tx: mpsc::UnboundedSender<Signal>,
+    rx: mpsc::UnboundedReceiver<Signal>,
+}
+
+/// A trigger and the signal queue it feeds.
+pub fn channel() -> (ReloadTrigger, Signals) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (ReloadTrigger(tx.clone()), Signals { tx, rx })
+}
+
+/// Runs until `stop`: reloads on debounced file events (if `settings.watch`), on triggers, after
+/// failures, and every `settings.recheck_every`.
+pub async fn run(reloader: Arc<Reloader>, settings: Reload, signals: Signals, stop: CancellationToken) {
+    let Signals { tx, mut rx } = signals;
+    let mut dirs = WatchedDirs::new(settings.watch, tx);
+    dirs.sync(&reloader.files());
+    let mut burst: Option<(Instant, Instant)> = None; // (first event, reload at)
+    let mut retries: Vec<Instant> = Vec::new();
+    let mut recheck = tokio::time::interval(settings.recheck_every);
+    recheck.reset();
+    let mut tickets = tokio::time::interval(TICKET_CHECK);
+    loop {
+        let due = burst
+            .map(|(_, at)| at)
+            .into_iter()
+            .chain(retries.iter().copied())
+            .min();
+        let run_now = tokio::select! {
+            () = stop.cancelled() => return,
+            signal = rx.recv() => match signal {
+                None => return,
+                Some(Signal::Now) => true,
+                Some(Signal::Event) => {
+                    let now = Instant::now();
+                    let first = burst.map_or(now, |(first, _)| first);
+                    let at = (now + settings.debounce).min(first + settings.max_delay);
+                    burst = Some((first, at));
+                    false
+                }
+            },
+            () = sleep_until(due.unwrap_or_else(far_future)), if due.is_some() => true,
+            _ = recheck.tick() => true,
+            _ = tickets.tick() => {
+                rotate_tickets(&reloader);
+                false
+            }
+        };
+        if !run_now {
+            continue;
+        }
+        let now = Instant::now();
+        burst = None;
+        retries.retain(|t| *t > now);
+        let worker = Arc::clone(&reloader);
+        let outcome = tokio::task::spawn_blocking(move || worker.reload())
+            .await
+            .unwrap_or(Outcome::Rejected);
+        if matches!(outcome, Outcome::Partial | Outcome::Rejected) && retries.is_empty() {
+            retries.extend(RETRIES.iter().map(|d| now + *d));
+        }
+        dirs.sync(&reloader.files());
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+fn rotate_tickets(reloader: &Reloader) {
+    let tickets = &reloader.runtime().tls.tickets;
+    match tickets.rotate_if_due(std::time::SystemTime::now()) {
+        Ok(true) => tracing::info!(keys = tickets.loaded(), "ticket key rotated"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "ticket key rotation failed"),
+    }
+}
+
+/// The set of watched directories, each remembered with its inode so a directory deleted and
+/// recreated is watched again.
+struct WatchedDirs {
+    watcher: Option<RecommendedWatcher>,
+    watched: HashMap<PathBuf, (u64, u64)>,
+}
+
+impl WatchedDirs {
+    fn new(enabled: bool, tx: mpsc::UnboundedSender<Signal>) -> Self {
+        let watcher = enabled.then(|| {
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Err(e) = &event {
+                    // Overflow or a backend error: something may have been missed.
+                    tracing::warn!(error = %e, "file watcher error; reloading to be safe");
+                }
+                let _ = tx.send(Signal::Event);
+            })
+        });
+        let watcher = match watcher {
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot start the file watcher; relying on the periodic re-check");
+                None
+            }
+            None => None,
+        };
+        Self {
+            watcher,
+            watched: HashMap::new(),
+        }
+    }
+
+    /// Watches the directories holding `files` (or, for a missing directory, its nearest
+    /// existing ancestor), re-watches recreated ones, and drops the rest.
+    fn sync(&mut self, files: &[PathBuf]) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        let mut wanted: HashMap<PathBuf, (u64, u64)> = HashMap::new();
+        for file in files {
+            if let Some(dir) = existing_dir(file) {
+                let id = std::fs::metadata(&dir).map_or((0, 0), |m| (m.dev(), m.ino()));
+                wanted.insert(dir, id);
+            }
+        }
+        self.watched.retain(|dir, id| {
+            let keep = wanted.get(dir) == Some(id);
+            if !keep {
+                let _ = watcher.unwatch(dir);
+            }
+            keep
+        });
+        for (dir, id) in wanted {
+            if self.watched.contains_key(&dir) {
+                continue;
+            }
+            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::debug!(dir = %dir.display(), "watching");
+                    self.watched.insert(dir, id);
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory"),
+            }
+        }
+    }
+}
+
+/// The file's directory if it exists, else its nearest existing ancestor.
+fn existing_dir(file: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(file).ok()?;
+    absolute
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.is_dir())
+        .map(Path::to_path_buf)
+}
