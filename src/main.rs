@@ -2,7 +2,7 @@
 //! logging, and hand over to the library. `anyhow` lives here only.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -77,7 +77,6 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => serve(async move { Ok(config) }, None),
         Command::TicketKeys {
             action: TicketKeysAction::Rotate { file, keep },
         } => match tlsedge::tls::tickets::rotate_key_file(&file, keep) {
@@ -90,13 +89,27 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Demo { listen, admin, dir } => {
-            let prepare = async move {
-                let files = tlsedge::demo::prepare(&dir, listen, admin).await?;
-                Ok(files)
+        Command::Run { config } => block_on(serve(config, |_| {})),
+        Command::Demo { listen, admin, dir } => block_on(async move {
+            let files = match tlsedge::demo::prepare(&dir, listen, admin).await {
+                Ok(files) => files,
+                Err(e) => {
+                    eprintln!("error: demo setup failed: {e}");
+                    return ExitCode::from(1);
+                }
             };
-            serve_demo(prepare)
-        }
+            let config = files.config.clone();
+            serve(config, move |server| {
+                if let Some(&tls) = server.tls_addrs().first() {
+                    print!(
+                        "{}",
+                        tlsedge::demo::instructions(&files, tls, server.admin_addr())
+                    );
+                    let _ = std::io::Write::flush(&mut std::io::stdout());
+                }
+            })
+            .await
+        }),
     }
 }
 
@@ -114,7 +127,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// `tlsedge check`: exit 0 when usable (warnings allowed), 1 on any error.
-fn check(path: &PathBuf) -> ExitCode {
+fn check(path: &Path) -> ExitCode {
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     match config::load(path, &provider).and_then(config::Loaded::strict) {
         Ok(loaded) => {
@@ -142,75 +155,40 @@ fn check(path: &PathBuf) -> ExitCode {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `task` on a multi-threaded tokio runtime.
+fn block_on(task: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-/// `tlsedge run`: exit 2 when the configuration is refused, 1 on other start-up failures.
-fn serve(
-    config: impl Future<Output = anyhow::Result<PathBuf>>,
-    banner: Option<Box<dyn FnOnce(&Server)>>,
-) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
+    {
+        Ok(rt) => rt.block_on(task),
         Err(e) => {
             eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Serves `config` until SIGTERM/SIGINT. Exit 2 when the configuration is refused, 1 on other
+/// start-up failures. `on_start` runs once the sockets are bound.
+async fn serve(config: PathBuf, on_start: impl FnOnce(&Server)) -> ExitCode {
+    let server = match Server::bind(&config).await {
+        Ok(server) => server,
+        Err(tlsedge::StartError::Config(e)) => {
+            eprintln!("{e}");
+            eprintln!("refusing to start: fix {} first", config.display());
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
-    rt.block_on(async move {
-        let path = match config.await {
-            Ok(path) => path,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::from(1);
-            }
-        };
-        let server = match Server::bind(&path).await {
-            Ok(server) => server,
-            Err(tlsedge::StartError::Config(e)) => {
-                eprintln!("{e}");
-                eprintln!("refusing to start: fix {} first", path.display());
-                return ExitCode::from(2);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        if let Some(banner) = banner {
-            banner(&server);
-        }
-        tokio::spawn(reload_on_sighup(server.reload_trigger()));
-        server.run(shutdown_signal()).await;
-        ExitCode::SUCCESS
-    })
-}
-
-fn serve_demo(
-    prepare: impl Future<Output = anyhow::Result<tlsedge::demo::DemoFiles>> + 'static,
-) -> ExitCode {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let config = async move {
-        let files = prepare.await?;
-        let path = files.config.clone();
-        let _ = tx.send(files);
-        Ok(path)
-    };
-    let banner = Box::new(move |server: &Server| {
-        if let (Ok(files), Some(tls)) = (rx.recv(), server.tls_addrs().first().copied()) {
-            print!(
-                "{}",
-                tlsedge::demo::instructions(&files, tls, server.admin_addr())
-            );
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
-        }
-    });
-    serve(config, Some(banner))
+    on_start(&server);
+    tokio::spawn(reload_on_sighup(server.reload_trigger()));
+    server.run(shutdown_signal()).await;
+    ExitCode::SUCCESS
 }
 
 /// SIGHUP runs the same reload as a file change.

@@ -180,7 +180,11 @@ impl Metrics {
         if up {
             tracing::info!(tls.host = host, backend.addr = backend, "backend up");
         } else {
-            tracing::warn!(tls.host = host, backend.addr = backend, "backend marked down");
+            tracing::warn!(
+                tls.host = host,
+                backend.addr = backend,
+                "backend marked down"
+            );
         }
     }
 

@@ -13,7 +13,11 @@ use crate::runtime::Runtime;
 pub(crate) fn render(rt: &Runtime, out: &mut String) {
     let snapshot = rt.snapshot.load();
     let now_ms = rt.now_ms();
-    header(out, CERT_EXPIRY, "Certificate notAfter as a Unix timestamp.");
+    header(
+        out,
+        CERT_EXPIRY,
+        "Certificate notAfter as a Unix timestamp.",
+    );
     for host in &snapshot.hosts {
         for cert in &host.certs {
             let _ = writeln!(
@@ -32,9 +36,17 @@ pub(crate) fn render(rt: &Runtime, out: &mut String) {
     );
     for host in &snapshot.hosts {
         let stale = u8::from(host.stale);
-        let _ = writeln!(out, "{HOST_CERT_STALE}{{host=\"{}\"}} {stale}", escape(&host.label));
+        let _ = writeln!(
+            out,
+            "{HOST_CERT_STALE}{{host=\"{}\"}} {stale}",
+            escape(&host.label)
+        );
     }
-    header(out, BACKEND_UP, "1 if the backend is usable, 0 while it cools down after a failure.");
+    header(
+        out,
+        BACKEND_UP,
+        "1 if the backend is usable, 0 while it cools down after a failure.",
+    );
     for host in &snapshot.hosts {
         for (backend, label) in host.pool.backends().iter().zip(&host.backend_labels) {
             let up = u8::from(backend.state.is_up(now_ms));
@@ -47,12 +59,24 @@ pub(crate) fn render(rt: &Runtime, out: &mut String) {
         }
     }
     let tickets = &rt.tls.tickets;
-    header(out, TICKET_KEYS_LOADED, "Session ticket keys loaded (the first one encrypts).");
+    header(
+        out,
+        TICKET_KEYS_LOADED,
+        "Session ticket keys loaded (the first one encrypts).",
+    );
     let _ = writeln!(out, "{TICKET_KEYS_LOADED} {}", tickets.loaded());
-    header(out, TICKET_KEY_AGE, "Age of the ticket key that encrypts new tickets.");
+    header(
+        out,
+        TICKET_KEY_AGE,
+        "Age of the ticket key that encrypts new tickets.",
+    );
     let age = tickets.key_age(SystemTime::now()).as_secs();
     let _ = writeln!(out, "{TICKET_KEY_AGE} {age}");
-    header(out, CONFIG_GENERATION, "Generation number of the configuration being served.");
+    header(
+        out,
+        CONFIG_GENERATION,
+        "Generation number of the configuration being served.",
+    );
     let _ = writeln!(out, "{CONFIG_GENERATION} {}", snapshot.generation);
     header(
         out,

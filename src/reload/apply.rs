@@ -94,7 +94,9 @@ impl Reloader {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn reload_locked(&self, state: &mut State) -> Outcome {
@@ -191,7 +193,10 @@ impl Reloader {
             kept.push("sessions (cache_size, ticket_lifetime, ticket_rotate_every)");
         }
         for setting in &kept {
-            tracing::warn!(setting, "changing this setting needs a restart; keeping the running value");
+            tracing::warn!(
+                setting,
+                "changing this setting needs a restart; keeping the running value"
+            );
         }
         !kept.is_empty()
     }

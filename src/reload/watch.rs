@@ -63,7 +63,12 @@ pub fn channel() -> (ReloadTrigger, Signals) {
 
 /// Runs until `stop`: reloads on debounced file events (if `settings.watch`), on triggers, after
 /// failures, and every `settings.recheck_every`.
-pub async fn run(reloader: Arc<Reloader>, settings: Reload, signals: Signals, stop: CancellationToken) {
+pub async fn run(
+    reloader: Arc<Reloader>,
+    settings: Reload,
+    signals: Signals,
+    stop: CancellationToken,
+) {
     let Signals { tx, mut rx } = signals;
     let mut dirs = WatchedDirs::new(settings.watch, tx);
     dirs.sync(&reloader.files());
@@ -189,7 +194,9 @@ impl WatchedDirs {
                     tracing::debug!(dir = %dir.display(), "watching");
                     self.watched.insert(dir, id);
                 }
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory"),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory")
+                }
             }
         }
     }
