@@ -192,10 +192,33 @@ async fn drain(life: &Lifecycle, limit: Duration) {
     tracing::info!("shutdown complete");
 }
 
+/// Histogram housekeeping every few seconds, and an hourly look at certificate expiry (also
+/// right at start), so a certificate that expires while serving is logged, not only graphed.
 async fn upkeep(rt: Arc<Runtime>) {
+    const EXPIRY_CHECK_EVERY: u32 = 720; // ticks of 5 s: one hour
     let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
+    for n in 0_u32.. {
         tick.tick().await;
         rt.metrics.upkeep();
+        if n % EXPIRY_CHECK_EVERY == 0 {
+            check_expiry(&rt);
+        }
+    }
+}
+
+fn check_expiry(rt: &Runtime) {
+    const WARN_DAYS: i64 = 14;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for host in &rt.snapshot.load().hosts {
+        for cert in &host.certs {
+            let days = (cert.not_after - now).div_euclid(86_400);
+            if cert.not_after <= now {
+                tracing::error!(tls.host = &*host.label, cert = %cert.cert_path.display(), "certificate has expired");
+            } else if days < WARN_DAYS {
+                tracing::warn!(tls.host = &*host.label, cert = %cert.cert_path.display(), days, "certificate expires soon");
+            }
+        }
     }
 }
