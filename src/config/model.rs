@@ -213,6 +213,9 @@ pub struct RawCert {
     pub cert: PathBuf,
     /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// Optional DER OCSP response to staple (e.g. refreshed by `openssl ocsp` from cron).
+    #[serde(default)]
+    pub ocsp: Option<PathBuf>,
 }
 
 /// One backend address.

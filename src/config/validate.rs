@@ -419,7 +419,10 @@ impl Validator<'_> {
             let place = format!("{at}: certs[{c}]");
             let (cert_path, key_path) = (self.base.join(&pair.cert), self.base.join(&pair.key));
             self.check_key_permissions(scope, &place, &key_path);
-            let cert = match certs::load_pair(&cert_path, &key_path, self.provider) {
+            let ocsp_path = pair.ocsp.as_ref().map(|p| self.base.join(p));
+            let result = certs::load_pair(&cert_path, &key_path, self.provider)
+                .and_then(|cert| cert.with_ocsp(ocsp_path.as_deref()));
+            let cert = match result {
                 Ok(cert) => cert,
                 Err(e) => {
                     self.report(Severity::Error, scope, place, e.into());

@@ -61,6 +61,12 @@ pub enum CertError {
         #[source]
         source: rustls::Error,
     },
+    /// The OCSP response file is empty.
+    #[error("OCSP response file {} is empty", path.display())]
+    EmptyOcsp {
+        /// The file.
+        path: PathBuf,
+    },
     /// The private key does not belong to the certificate.
     #[error("private key {} does not match certificate {}", key.display(), cert.display())]
     KeyMismatch {
@@ -117,6 +123,24 @@ pub struct LoadedCert {
 }
 
 impl LoadedCert {
+    /// Attaches the DER OCSP response in `path` (if any) to be stapled in handshakes.
+    pub fn with_ocsp(mut self, path: Option<&Path>) -> Result<Self, CertError> {
+        let Some(path) = path else {
+            return Ok(self);
+        };
+        let der = read(path)?;
+        if der.is_empty() {
+            return Err(CertError::EmptyOcsp {
+                path: path.to_owned(),
+            });
+        }
+        self.fingerprint = fingerprint(&[&self.fingerprint.to_le_bytes(), &der]);
+        let mut key = CertifiedKey::clone(&self.key);
+        key.ocsp = Some(der);
+        self.key = Arc::new(key);
+        Ok(self)
+    }
+
     /// The bounded label used in metrics: the chain file's name.
     pub fn label(&self) -> String {
         self.cert_path
