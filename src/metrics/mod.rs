@@ -152,10 +152,14 @@ impl Metrics {
         self.with(|| gauge!(CONNECTIONS_ACTIVE).decrement(1.0));
     }
 
+    /// A handshake for `host` completed and the connection is about to be proxied.
+    pub fn routed(&self, host: &str) {
+        self.with(|| counter!(CONNECTIONS, "host" => host.to_owned()).increment(1));
+    }
+
     /// A proxied connection for `host` ended with `outcome`, having moved these bytes.
     pub fn proxied(&self, host: &str, outcome: &'static str, bytes_in: u64, bytes_out: u64) {
         self.with(|| {
-            counter!(CONNECTIONS, "host" => host.to_owned()).increment(1);
             counter!(CONNECTIONS_CLOSED, "host" => host.to_owned(), "outcome" => outcome)
                 .increment(1);
             counter!(BYTES, "host" => host.to_owned(), "direction" => "client_to_backend")

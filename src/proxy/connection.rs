@@ -150,6 +150,7 @@ async fn proxy(
     negotiated: Negotiated,
 ) {
     let started = Instant::now();
+    shared.metrics.routed(&host.label);
     let connected = backend::connect(shared, snapshot, host, client).await;
     let (mut upstream, index, _active) = match connected {
         Ok(found) => found,
