@@ -3,7 +3,8 @@
 //! client with the knobs tests need ([`ClientOpts`]), and a `/metrics` scraper.
 //!
 //! Every test binary uses a different part of this module.
-#![allow(dead_code)]
+// `pub` here means "for the test files", which the lint cannot see.
+#![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
 use std::net::SocketAddr;
