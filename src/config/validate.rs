@@ -145,6 +145,7 @@ pub fn referenced_files(raw: &RawConfig, source: &Path) -> Vec<PathBuf> {
         for cert in &host.certs {
             files.push(base.join(&cert.cert));
             files.push(base.join(&cert.key));
+            files.extend(cert.ocsp.as_ref().map(|f| base.join(f)));
         }
         if let Some(auth) = &host.client_auth {
             files.push(base.join(&auth.ca));

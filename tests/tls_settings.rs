@@ -1,0 +1,333 @@
+//! Per-host TLS settings: certificate choice by the client's signature schemes, ALPN, minimum
+//! TLS version, client authentication, and OCSP stapling.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{Backend, ClientOpts, Lb, Site, alert_of, ecdsa, hello, host};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tlsedge::pki::{IssueOptions, KeyKind};
+
+#[tokio::test]
+async fn ecdsa_for_clients_that_accept_it_rsa_for_the_others() {
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    let ec = site.cert("ec", &["dual.test"], KeyKind::Ecdsa);
+    let rsa = site.cert("rsa", &["dual.test"], KeyKind::Rsa);
+    // RSA listed first: the choice must follow the client, not the file order.
+    let body = format!(
+        "hosts:\n{}",
+        host(&["dual.test"], &["rsa", "ec"], &[backend.addr], "")
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    for tls12 in [false, true] {
+        let modern = ClientOpts {
+            tls12_only: tls12,
+            ..ClientOpts::default()
+        };
+        let rsa_only = ClientOpts {
+            rsa_only: true,
+            ..modern.clone()
+        };
+        let got = hello(lb.addr, "dual.test", &modern.build(&site.ca))
+            .await
+            .unwrap();
+        assert_eq!(got.serial, ec.serial, "ECDSA-capable client, tls12={tls12}");
+        let got = hello(lb.addr, "dual.test", &rsa_only.build(&site.ca))
+            .await
+            .unwrap();
+        assert_eq!(got.serial, rsa.serial, "RSA-only client, tls12={tls12}");
+    }
+}
+
+#[tokio::test]
+async fn alpn_is_negotiated_per_host() {
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    ecdsa(&site, "web", &["web.test"]);
+    ecdsa(&site, "raw", &["raw.test"]);
+    let body = format!(
+        "hosts:\n{}{}",
+        host(
+            &["web.test"],
+            &["web"],
+            &[backend.addr],
+            "    alpn: [h2, http/1.1]\n"
+        ),
+        host(&["raw.test"], &["raw"], &[backend.addr], "")
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let offer = |alpn: Vec<&'static str>| {
+        ClientOpts {
+            alpn,
+            ..ClientOpts::default()
+        }
+        .build(&site.ca)
+    };
+    let got = hello(lb.addr, "web.test", &offer(vec!["http/1.1"]))
+        .await
+        .unwrap();
+    assert_eq!(got.alpn.as_deref(), Some("http/1.1"));
+    let got = hello(lb.addr, "web.test", &offer(vec!["h2", "http/1.1"]))
+        .await
+        .unwrap();
+    assert_eq!(got.alpn.as_deref(), Some("h2"));
+    let got = hello(lb.addr, "raw.test", &offer(vec!["h2"]))
+        .await
+        .unwrap();
+    assert_eq!(got.alpn, None, "a host without ALPN ignores the offer");
+    // No protocol in common: refused with no_application_protocol and counted.
+    let err = hello(lb.addr, "web.test", &offer(vec!["imap"]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        alert_of(&err),
+        Some(rustls::AlertDescription::NoApplicationProtocol),
+        "{err}"
+    );
+    lb.wait_metric(
+        "tlsedge_handshake_failures_total",
+        &[("reason", "incompatible")],
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn min_tls_is_enforced_per_host() {
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    ecdsa(&site, "old", &["old.test"]);
+    ecdsa(&site, "new", &["new.test"]);
+    let body = format!(
+        "hosts:\n{}{}",
+        host(
+            &["old.test"],
+            &["old"],
+            &[backend.addr],
+            "    min_tls: \"1.2\"\n"
+        ),
+        host(
+            &["new.test"],
+            &["new"],
+            &[backend.addr],
+            "    min_tls: \"1.3\"\n"
+        )
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let tls12 = ClientOpts {
+        tls12_only: true,
+        ..ClientOpts::default()
+    }
+    .build(&site.ca);
+    let any = ClientOpts::default().build(&site.ca);
+    let got = hello(lb.addr, "old.test", &tls12).await.unwrap();
+    assert_eq!(got.version, Some(rustls::ProtocolVersion::TLSv1_2));
+    let got = hello(lb.addr, "new.test", &any).await.unwrap();
+    assert_eq!(got.version, Some(rustls::ProtocolVersion::TLSv1_3));
+    let err = hello(lb.addr, "new.test", &tls12).await.unwrap_err();
+    assert_eq!(
+        alert_of(&err),
+        Some(rustls::AlertDescription::ProtocolVersion),
+        "{err}"
+    );
+    let m = lb
+        .wait_metric(
+            "tlsedge_handshake_failures_total",
+            &[("reason", "incompatible")],
+            1.0,
+        )
+        .await;
+    let version = |v| m.value("tlsedge_handshakes_total", &[("version", v)]);
+    assert_eq!((version("TLSv1.2"), version("TLSv1.3")), (1.0, 1.0));
+}
+
+#[tokio::test]
+async fn client_auth_required_and_optional() {
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    ecdsa(&site, "strict", &["strict.test"]);
+    ecdsa(&site, "lax", &["lax.test"]);
+    let body = format!(
+        "hosts:\n{}{}",
+        host(
+            &["strict.test"],
+            &["strict"],
+            &[backend.addr],
+            "    client_auth: { ca: ca.pem, mode: required }\n"
+        ),
+        host(
+            &["lax.test"],
+            &["lax"],
+            &[backend.addr],
+            "    client_auth: { ca: ca.pem, mode: optional }\n"
+        )
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let identity = site
+        .ca
+        .issue_with(&IssueOptions {
+            names: &["client.test"],
+            key: KeyKind::Ecdsa,
+            validity: None,
+            client: true,
+        })
+        .unwrap();
+    let with_cert = ClientOpts {
+        identity: Some(identity),
+        ..ClientOpts::default()
+    }
+    .build(&site.ca);
+    let without = ClientOpts::default().build(&site.ca);
+
+    assert_eq!(
+        hello(lb.addr, "strict.test", &with_cert)
+            .await
+            .unwrap()
+            .backend,
+        "b"
+    );
+    assert_eq!(
+        hello(lb.addr, "lax.test", &with_cert)
+            .await
+            .unwrap()
+            .backend,
+        "b"
+    );
+    assert_eq!(
+        hello(lb.addr, "lax.test", &without).await.unwrap().backend,
+        "b"
+    );
+    // In TLS 1.3 the client finishes first; the refusal arrives as an alert on its first read.
+    let err = hello(lb.addr, "strict.test", &without).await.unwrap_err();
+    assert_eq!(
+        alert_of(&err),
+        Some(rustls::AlertDescription::CertificateRequired),
+        "{err}"
+    );
+    // A certificate from another CA is refused too.
+    let stranger = Site::new();
+    let foreign = stranger
+        .ca
+        .issue_with(&IssueOptions {
+            names: &["client.test"],
+            key: KeyKind::Ecdsa,
+            validity: None,
+            client: true,
+        })
+        .unwrap();
+    let foreign = ClientOpts {
+        identity: Some(foreign),
+        ..ClientOpts::default()
+    }
+    .build(&site.ca);
+    assert!(hello(lb.addr, "strict.test", &foreign).await.is_err());
+    lb.wait_metric(
+        "tlsedge_handshake_failures_total",
+        &[("reason", "client_auth")],
+        2.0,
+    )
+    .await;
+    assert_eq!(
+        backend.accepted(),
+        3,
+        "refused clients never reach a backend"
+    );
+}
+
+/// Records the OCSP response the server stapled.
+#[derive(Debug)]
+struct OcspRecorder {
+    inner: Arc<WebPkiServerVerifier>,
+    seen: Mutex<Vec<Vec<u8>>>,
+}
+
+impl ServerCertVerifier for OcspRecorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.seen.lock().unwrap().push(ocsp.to_vec());
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[tokio::test]
+async fn ocsp_response_is_stapled_and_follows_the_file() {
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    ecdsa(&site, "ocsp", &["ocsp.test"]);
+    // The proxy staples the bytes as given; a real response comes from `openssl ocsp`.
+    site.write("ocsp.der", "first response");
+    let extra = "";
+    let mut body = format!(
+        "reload: {{ debounce: 50ms }}\nhosts:\n{}",
+        host(&["ocsp.test"], &[], &[backend.addr], extra)
+    );
+    body = body.replace(
+        "    certs:\n",
+        "    certs:\n      - { cert: ocsp.pem, key: ocsp.key, ocsp: ocsp.der }\n",
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let roots = {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(site.ca.cert_der())).unwrap();
+        Arc::new(roots)
+    };
+    let recorder = Arc::new(OcspRecorder {
+        inner: WebPkiServerVerifier::builder(roots).build().unwrap(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let mut config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::clone(&recorder) as Arc<dyn ServerCertVerifier>)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    let config = Arc::new(config);
+    hello(lb.addr, "ocsp.test", &config).await.unwrap();
+    assert_eq!(
+        recorder.seen.lock().unwrap().last().unwrap(),
+        b"first response"
+    );
+
+    site.write("ocsp.der", "second response");
+    common::wait_for("the new OCSP response is stapled", common::PATIENCE, || {
+        let (config, recorder, addr) = (Arc::clone(&config), Arc::clone(&recorder), lb.addr);
+        async move {
+            hello(addr, "ocsp.test", &config).await.unwrap();
+            recorder.seen.lock().unwrap().last().unwrap() == b"second response"
+        }
+    })
+    .await;
+}
