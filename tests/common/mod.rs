@@ -17,7 +17,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -545,14 +545,22 @@ pub async fn hello(
 
 /// Reads the backend's name line from an established connection and describes the session.
 pub async fn read_reply(tls: &mut TlsStream<TcpStream>) -> std::io::Result<Reply> {
-    let mut line = String::new();
-    let mut reader = BufReader::new(&mut *tls);
-    tokio::time::timeout(PATIENCE, reader.read_line(&mut line))
+    // Byte by byte: whatever follows the line (echoed data) stays in the stream for the caller.
+    let mut line = Vec::new();
+    let read_line = async {
+        let mut byte = [0_u8; 1];
+        while tls.read(&mut byte).await? == 1 {
+            if byte[0] == b'\n' {
+                return Ok(());
+            }
+            line.push(byte[0]);
+        }
+        Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+    };
+    tokio::time::timeout(PATIENCE, read_line)
         .await
         .map_err(|_| std::io::ErrorKind::TimedOut)??;
-    if line.is_empty() {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
+    let line = String::from_utf8_lossy(&line);
     let conn = tls.get_ref().1;
     Ok(Reply {
         backend: line.trim_end().to_owned(),

@@ -1,0 +1,150 @@
+//! Backend behaviour: a refusing backend is skipped and shown down, a host with no usable backend
+//! closes clients cleanly and counts them, and PROXY v2 headers carry the client and the SNI.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use common::{
+    Backend, ClientOpts, Lb, Site, backends, connect, connect_from, ecdsa, hello, host, read_reply,
+    refused_addr,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn refusing_backend_is_skipped_and_marked_down() {
+    let site = Site::new();
+    let pool = backends(2).await;
+    let dead = refused_addr().await;
+    ecdsa(&site, "svc", &["svc.test"]);
+    let body = format!(
+        "hosts:\n{}",
+        host(
+            &["svc.test"],
+            &["svc"],
+            &[dead, pool[0].addr, pool[1].addr],
+            ""
+        )
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let client = ClientOpts::default().build(&site.ca);
+    for _ in 0..30 {
+        let reply = hello(lb.addr, "svc.test", &client).await.unwrap();
+        assert_ne!(reply.backend, "", "every client reaches a live backend");
+    }
+    assert_eq!(pool[0].accepted() + pool[1].accepted(), 30);
+    assert!(pool[0].accepted() >= 10 && pool[1].accepted() >= 10);
+    let m = lb.metrics().await;
+    let dead = dead.to_string();
+    let labels = [("host", "svc.test"), ("backend", dead.as_str())];
+    // Passive health: one failure, then the backend is skipped for its cooldown.
+    assert_eq!(
+        m.value("tlsedge_backend_connect_errors_total", &labels),
+        1.0
+    );
+    assert_eq!(m.value("tlsedge_backend_up", &labels), 0.0);
+    let live = pool[0].addr.to_string();
+    assert_eq!(
+        m.value("tlsedge_backend_up", &[("backend", live.as_str())]),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn no_backend_closes_the_client_cleanly_and_is_counted() {
+    let site = Site::new();
+    let live = Backend::start("live").await;
+    let dead = [refused_addr().await, refused_addr().await];
+    ecdsa(&site, "down", &["down.test"]);
+    ecdsa(&site, "up", &["up.test"]);
+    let body = format!(
+        "hosts:\n{}{}",
+        host(&["down.test"], &["down"], &dead, ""),
+        host(&["up.test"], &["up"], &[live.addr], "")
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let client = ClientOpts::default().build(&site.ca);
+    for _ in 0..3 {
+        let mut tls = connect(lb.addr, "down.test", &client).await.unwrap();
+        // A clean TLS close (close_notify then EOF), not a reset.
+        let mut rest = Vec::new();
+        let n = tls.read_to_end(&mut rest).await.expect("clean close");
+        assert_eq!(n, 0);
+    }
+    lb.wait_metric(
+        "tlsedge_connections_closed_total",
+        &[("host", "down.test"), ("outcome", "no_backend")],
+        3.0,
+    )
+    .await;
+    assert_eq!(
+        hello(lb.addr, "up.test", &client).await.unwrap().backend,
+        "live"
+    );
+}
+
+/// Parses a PROXY v2 header: (source, destination, authority TLV) for TCP over IPv4.
+fn parse_proxy_v2(bytes: &[u8]) -> (SocketAddr, SocketAddr, Option<String>) {
+    const SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+    assert!(bytes.len() >= 16, "short header: {bytes:?}");
+    assert_eq!(&bytes[..12], SIGNATURE);
+    assert_eq!(bytes[12], 0x21, "version 2, command PROXY");
+    assert_eq!(bytes[13], 0x11, "TCP over IPv4");
+    let len = usize::from(u16::from_be_bytes([bytes[14], bytes[15]]));
+    let body = &bytes[16..16 + len];
+    let ip = |b: &[u8]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    let source = SocketAddr::new(ip(&body[0..4]), port(&body[8..10]));
+    let dest = SocketAddr::new(ip(&body[4..8]), port(&body[10..12]));
+    let mut tlvs = &body[12..];
+    let mut authority = None;
+    while tlvs.len() >= 3 {
+        let (kind, n) = (tlvs[0], usize::from(u16::from_be_bytes([tlvs[1], tlvs[2]])));
+        if kind == 0x02 {
+            authority = Some(String::from_utf8(tlvs[3..3 + n].to_vec()).unwrap());
+        }
+        tlvs = &tlvs[3 + n..];
+    }
+    (source, dest, authority)
+}
+
+#[tokio::test]
+async fn proxy_protocol_v2_header_carries_client_and_sni() {
+    let site = Site::new();
+    let backend = Backend::start("pp").await;
+    ecdsa(&site, "pp", &["pp.test"]);
+    let body = format!(
+        "hosts:\n{}",
+        host(
+            &["pp.test"],
+            &["pp"],
+            &[backend.addr],
+            "    proxy_protocol: v2\n"
+        )
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let client = ClientOpts::default().build(&site.ca);
+    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, 7)), 0);
+    let mut tls = connect_from(Some(local), lb.addr, "pp.test", &client)
+        .await
+        .unwrap();
+    let client_addr = tls.get_ref().0.local_addr().unwrap();
+    let reply = read_reply(&mut tls).await.unwrap();
+    assert_eq!(reply.backend, "pp");
+    tls.write_all(b"payload").await.unwrap();
+    common::wait_for("backend read", common::PATIENCE, || async {
+        !backend.first_bytes().is_empty()
+    })
+    .await;
+    let first = backend.first_bytes().remove(0);
+    let (source, dest, authority) = parse_proxy_v2(&first);
+    assert_eq!(source, client_addr);
+    assert_eq!(dest, lb.addr);
+    assert_eq!(authority.as_deref(), Some("pp.test"));
+    // The echo backend returns all it read: the header exactly once, then the payload untouched.
+    let header_len = 16 + usize::from(u16::from_be_bytes([first[14], first[15]]));
+    let mut echoed = vec![0_u8; header_len + 7];
+    tls.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed[..header_len], &first[..header_len]);
+    assert_eq!(&echoed[header_len..], b"payload");
+}
