@@ -1,0 +1,296 @@
+//! The `tlsedge` binary as operators run it: `check` and `run` on a broken config, graceful
+//! SIGTERM with a connection open, and the demo reached with curl and `openssl s_client`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Backend, ClientOpts, Site, connect, ecdsa, host, read_reply};
+use tlsedge::pki::KeyKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsedge");
+
+/// A config with one problem of each kind, in three hosts.
+fn broken_site() -> (Site, std::path::PathBuf) {
+    let site = Site::new();
+    ecdsa(&site, "good", &["good.test"]);
+    ecdsa(&site, "narrow", &["narrow.test"]);
+    let other = site.ca.issue(&["keys.test"], KeyKind::Ecdsa).unwrap();
+    ecdsa(&site, "keys", &["keys.test"]);
+    site.write("keys.key", &other.key_pem); // a key from another certificate
+    let body = format!(
+        "hosts:\n{}{}{}{}",
+        host(
+            &["good.test"],
+            &["good"],
+            &["127.0.0.1:9".parse().unwrap()],
+            ""
+        ),
+        host(
+            &["narrow.test", "wide.test"],
+            &["narrow"],
+            &["127.0.0.1:9".parse().unwrap()],
+            ""
+        ),
+        host(
+            &["keys.test"],
+            &["keys", "missing"],
+            &["127.0.0.1:9".parse().unwrap()],
+            ""
+        ),
+        host(
+            &["good.test"],
+            &["good"],
+            &["127.0.0.1:9".parse().unwrap()],
+            ""
+        ),
+    )
+    .replacen("127.0.0.1:9", "not-an-address", 1);
+    let path = site.config(&body);
+    (site, path)
+}
+
+#[test]
+fn check_lists_every_problem_with_file_host_and_field() {
+    let (_site, path) = broken_site();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let file = path.display().to_string();
+    let expect = [
+        ("hosts[0] (good.test)", "backends[0]", "not-an-address"),
+        (
+            "hosts[1] (narrow.test)",
+            "certs[0]",
+            "does not cover host name wide.test",
+        ),
+        (
+            "hosts[2] (keys.test)",
+            "certs[0]",
+            "does not match certificate",
+        ),
+        ("hosts[2] (keys.test)", "certs[1]", "missing.pem"),
+        ("hosts[3] (good.test)", "names", "good.test"),
+    ];
+    for (host, field, what) in expect {
+        assert!(
+            text.lines().any(|l| l.contains(&file)
+                && l.contains(host)
+                && l.contains(field)
+                && l.contains(what)),
+            "no line with {host} / {field} / {what} in:\n{text}"
+        );
+    }
+    assert_eq!(
+        text.lines().filter(|l| l.contains("error")).count(),
+        5,
+        "{text}"
+    );
+}
+
+#[test]
+fn check_reports_a_mistyped_key() {
+    let site = Site::new();
+    let path = site.config("hosts: []\ntimeouts: { handshak: 5s }\n");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("handshak"), "{text}");
+}
+
+#[test]
+fn run_refuses_a_broken_config_with_exit_2() {
+    let (_site, path) = broken_site();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("does not match certificate"), "{text}");
+    assert!(text.contains("refusing to start"), "{text}");
+}
+
+/// A child process whose stderr lines arrive on a channel; killed on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tlsedge");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    /// The first output line containing `needle`.
+    fn wait_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + common::PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no output line with {needle:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of a JSON log field such as `"listener.addr":"127.0.0.1:1234"`.
+fn json_field(line: &str, field: &str) -> String {
+    let key = format!("\"{field}\":\"");
+    let start = line.find(&key).map(|i| i + key.len()).expect("field");
+    line[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_open_connections_finish_then_exits_0() {
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    ecdsa(&site, "app", &["app.test"]);
+    let body = format!(
+        "timeouts: {{ drain: 20s }}\nhosts:\n{}",
+        host(&["app.test"], &["app"], &[backend.addr], "")
+    );
+    let config = site.config(&body);
+    let mut proc = Proc::spawn(
+        Command::new(BIN)
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&config),
+    );
+    let line = proc.wait_line("accepting TLS connections");
+    let addr: std::net::SocketAddr = json_field(&line, "listener.addr").parse().unwrap();
+    let client = ClientOpts::default().build(&site.ca);
+    let mut tls = connect(addr, "app.test", &client).await.unwrap();
+    read_reply(&mut tls).await.unwrap();
+
+    proc.signal("-TERM");
+    proc.wait_line("draining");
+    // New connections are no longer accepted…
+    common::wait_for("listener closed", common::PATIENCE, || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    // …while the open one keeps working until the client is done.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tls.write_all(b"still here").await.unwrap();
+    let mut echo = [0_u8; 10];
+    tls.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"still here");
+    assert!(
+        proc.child.try_wait().unwrap().is_none(),
+        "exited while draining"
+    );
+    tls.shutdown().await.unwrap();
+    let status = tokio::task::spawn_blocking(move || proc.wait_exit(common::PATIENCE))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_works_with_curl_and_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = Proc::spawn(
+        Command::new(BIN)
+            .args([
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--dir",
+            ])
+            .arg(dir.path()),
+    );
+    let app = proc.wait_line("curl --cacert").trim().to_owned();
+    let wildcard = proc.wait_line("curl --cacert").trim().to_owned();
+    let openssl = proc.wait_line("openssl s_client").trim().to_owned();
+    let metrics = proc.wait_line("/metrics").trim().to_owned();
+    if common::have("curl") {
+        for line in [&app, &wildcard] {
+            let out = shell(line);
+            assert!(out.contains("hello from demo backend"), "{line}: {out}");
+        }
+        let out = shell(&metrics);
+        assert!(
+            out.contains("tlsedge_handshakes_total{host=\"app.tlsedge.test\""),
+            "{out}"
+        );
+    } else {
+        eprintln!("skipped curl: not installed");
+    }
+    if common::have("openssl") {
+        let out = shell(&format!("{openssl} 2>&1"));
+        assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+        assert!(
+            out.contains("CN = app.tlsedge.test") || out.contains("CN=app.tlsedge.test"),
+            "{out}"
+        );
+    } else {
+        eprintln!("skipped openssl: not installed");
+    }
+}
+
+/// Runs a command line exactly as printed for the user.
+fn shell(line: &str) -> String {
+    let out = Command::new("sh").args(["-c", line]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
