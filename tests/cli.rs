@@ -239,6 +239,20 @@ async fn sigterm_lets_open_connections_finish_then_exits_0() {
         "exited while draining"
     );
     tls.shutdown().await.unwrap();
+    // One log line per connection at close, with stable field names.
+    let closed = proc.wait_line("connection closed");
+    for (field, value) in [
+        ("tls.host", "app.test"),
+        ("tls.version", "TLSv1.3"),
+        ("outcome", "ok"),
+        ("backend.addr", &backend.addr.to_string()),
+    ] {
+        assert_eq!(json_field(&closed, field), value, "{closed}");
+    }
+    assert!(
+        closed.contains("\"bytes.client_to_backend\":10"),
+        "{closed}"
+    );
     let status = tokio::task::spawn_blocking(move || proc.wait_exit(common::PATIENCE))
         .await
         .unwrap();
@@ -293,4 +307,45 @@ async fn demo_works_with_curl_and_openssl() {
 fn shell(line: &str) -> String {
     let out = Command::new("sh").args(["-c", line]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_backs_off_and_recovers() {
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    ecdsa(&site, "app", &["app.test"]);
+    let body = format!(
+        "hosts:\n{}",
+        host(&["app.test"], &["app"], &[backend.addr], "")
+    );
+    let config = site.config(&body);
+    // A tiny descriptor limit for the server process only.
+    let proc = Proc::spawn(
+        Command::new("sh")
+            .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\"", BIN])
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&config),
+    );
+    let line = proc.wait_line("accepting TLS connections");
+    let addr: std::net::SocketAddr = json_field(&line, "listener.addr").parse().unwrap();
+    let line = proc.wait_line("serving /metrics");
+    let admin: std::net::SocketAddr = json_field(&line, "admin.addr").parse().unwrap();
+    // Plain TCP clients that never send a ClientHello each hold one descriptor until the
+    // handshake timeout; past the limit, accept() fails with EMFILE.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    proc.wait_line("accept failed, backing off");
+    drop(idle);
+    // The process is still alive, recovers, serves again, and counted the failures.
+    let client = ClientOpts::default().build(&site.ca);
+    common::wait_for("serving again", common::PATIENCE, || async {
+        common::hello(addr, "app.test", &client).await.is_ok()
+    })
+    .await;
+    let (status, text) = common::http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    let errors = common::Metrics(text).value("tlsedge_accept_errors_total", &[]);
+    assert!(errors >= 1.0, "accept errors {errors}");
 }

@@ -191,3 +191,36 @@ async fn malformed_handshakes_are_refused_and_counted() {
         "echo"
     );
 }
+
+#[tokio::test]
+async fn max_connections_holds_excess_clients_in_the_backlog() {
+    let (site, lb, _backend) = start("limits: { max_connections: 2 }\n").await;
+    let client = ClientOpts::default().build(&site.ca);
+    let mut first = connect(lb.addr, "relay.test", &client).await.unwrap();
+    read_reply(&mut first).await.unwrap();
+    let mut second = connect(lb.addr, "relay.test", &client).await.unwrap();
+    read_reply(&mut second).await.unwrap();
+    // The third waits: not refused, not served.
+    let third = tokio::spawn({
+        let (addr, client) = (lb.addr, client.clone());
+        async move { hello(addr, "relay.test", &client).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served over the limit"
+    );
+    assert_eq!(
+        lb.metrics().await.value("tlsedge_connections_active", &[]),
+        2.0
+    );
+    first.shutdown().await.unwrap();
+    drop(first);
+    let reply = tokio::time::timeout(common::PATIENCE, third)
+        .await
+        .expect("served once a slot frees")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.backend, "echo");
+    second.write_all(b"ok").await.unwrap();
+}
