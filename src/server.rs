@@ -152,6 +152,7 @@ impl Server {
             ));
         }
         let upkeep = tokio::spawn(upkeep(Arc::clone(&rt)));
+        let health = tokio::spawn(crate::proxy::health_check::run(Arc::clone(&rt)));
         let reloader = Arc::new(Reloader::new(Arc::clone(&rt), self.config_path, self.files));
         let watcher = tokio::spawn(watch::run(
             reloader,
@@ -162,6 +163,7 @@ impl Server {
         shutdown.await;
         drain(&life, rt.snapshot.load().timeouts.drain).await;
         upkeep.abort();
+        health.abort();
         admin_stop.cancel();
         let _ = watcher.await;
     }

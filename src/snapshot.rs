@@ -14,6 +14,7 @@ use rustls::ServerConfig;
 
 use crate::balance::{Backend, BackendState, Pool};
 use crate::config::model::ProxyProtocol;
+use crate::config::validate::HealthCheck;
 use crate::config::{Config, HostConfig, Timeouts};
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::NameIndex;
@@ -37,6 +38,8 @@ pub struct Host {
     /// True when the host's files failed to load and it serves certificates from an earlier
     /// snapshot.
     pub stale: bool,
+    /// Active health checks of its backends, if enabled.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// Everything a connection needs, consistent as a whole.
@@ -174,5 +177,6 @@ fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<
         proxy_protocol: host.proxy_protocol,
         certs,
         stale,
+        health_check: host.health_check,
     })
 }

@@ -148,3 +148,58 @@ async fn proxy_protocol_v2_header_carries_client_and_sni() {
     assert_eq!(&echoed[..header_len], &first[..header_len]);
     assert_eq!(&echoed[header_len..], b"payload");
 }
+
+#[tokio::test]
+async fn health_checks_take_dead_backends_out_and_bring_them_back() {
+    let site = Site::new();
+    let pool = backends(2).await;
+    ecdsa(&site, "hc", &["hc.test"]);
+    let body = format!(
+        "hosts:\n{}",
+        host(
+            &["hc.test"],
+            &["hc"],
+            &[pool[0].addr, pool[1].addr],
+            "    health_check: { interval: 100ms, timeout: 200ms, fall: 2, rise: 2 }\n"
+        )
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let [first, second]: [Backend; 2] = pool.try_into().ok().unwrap();
+    let dead = first.addr;
+    let dead_label = dead.to_string();
+    let up =
+        |m: &common::Metrics| m.value("tlsedge_backend_up", &[("backend", dead_label.as_str())]);
+    drop(first);
+    // No client traffic at all: the probes alone mark it down.
+    common::wait_for("probes mark the backend down", common::PATIENCE, || async {
+        up(&lb.metrics().await) == 0.0
+    })
+    .await;
+    let client = ClientOpts::default().build(&site.ca);
+    for _ in 0..10 {
+        assert_eq!(
+            hello(lb.addr, "hc.test", &client).await.unwrap().backend,
+            "b1"
+        );
+    }
+    let m = lb.metrics().await;
+    let labels = [("backend", dead_label.as_str())];
+    assert!(m.value("tlsedge_health_check_failures_total", &labels) >= 2.0);
+    assert_eq!(
+        m.value("tlsedge_backend_connect_errors_total", &labels),
+        0.0,
+        "no client was sent to the dead backend"
+    );
+    // It comes back on the same address: probes put it back without a client failing first.
+    let revived = Backend::start_at("b0-again", dead).await;
+    common::wait_for("probes mark the backend up", common::PATIENCE, || async {
+        up(&lb.metrics().await) == 1.0
+    })
+    .await;
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        names.insert(hello(lb.addr, "hc.test", &client).await.unwrap().backend);
+    }
+    assert!(names.contains("b0-again"), "{names:?}");
+    drop((second, revived));
+}

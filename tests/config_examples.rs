@@ -52,5 +52,6 @@ fn example_config_validates_with_generated_certificates() {
     assert!(config.hosts.iter().all(|h| h.certs.is_some()));
     assert_eq!(config.hosts[0].certs.as_ref().unwrap().len(), 2);
     assert_eq!(config.default_host, Some(0));
+    assert!(config.hosts[0].health_check.is_some());
     assert!(config.hosts[2].client_auth.is_some());
 }

@@ -1,12 +1,13 @@
-//! Per-backend live state shared by every connection: active connection count and passive
-//! health (a backend that refused a connection is skipped until its cooldown ends).
+//! Per-backend live state shared by every connection: active connection count, passive health
+//! (a backend that refused a connection is skipped until its cooldown ends) and the verdict of
+//! active health checks (down after `fall` failed probes in a row, up after `rise` good ones).
 //!
 //! This state outlives configuration reloads: the snapshot builder hands the same
 //! [`BackendState`] to the new pool when a host keeps a backend, so counts and cooldowns carry
 //! over.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Live state of one backend of one host.
 #[derive(Debug, Default)]
@@ -15,6 +16,22 @@ pub struct BackendState {
     /// Milliseconds (on the caller's monotonic clock) until which the backend is skipped;
     /// 0 means up.
     down_until_ms: AtomicU64,
+    /// Set by active health checks; a probed-down backend stays down until probes pass.
+    probe_down: AtomicBool,
+    /// Consecutive probe results of the current streak: failures (`fails`) or passes.
+    fails: AtomicU32,
+    passes: AtomicU32,
+}
+
+/// What a probe result changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing changed.
+    None,
+    /// The backend was just marked down.
+    Down,
+    /// The backend was just marked up again.
+    Up,
 }
 
 impl BackendState {
@@ -25,7 +42,33 @@ impl BackendState {
 
     /// Whether the backend may be chosen at `now_ms`.
     pub fn is_up(&self, now_ms: u64) -> bool {
-        self.down_until_ms.load(Ordering::Relaxed) <= now_ms
+        !self.probe_down.load(Ordering::Relaxed)
+            && self.down_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// Records an active probe result: `fall` failures in a row mark the backend down, `rise`
+    /// passes in a row mark it up again. (Only the health checker calls this, so the streak
+    /// counters need no compare-and-swap.)
+    pub fn probed(&self, ok: bool, fall: u32, rise: u32) -> Transition {
+        let (streak, other) = if ok {
+            (&self.passes, &self.fails)
+        } else {
+            (&self.fails, &self.passes)
+        };
+        other.store(0, Ordering::Relaxed);
+        let n = streak.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let down = self.probe_down.load(Ordering::Relaxed);
+        if ok && down && n >= rise {
+            self.probe_down.store(false, Ordering::Relaxed);
+            // A passing probe also ends a passive cooldown: the backend answers again.
+            self.down_until_ms.store(0, Ordering::Relaxed);
+            Transition::Up
+        } else if !ok && !down && n >= fall {
+            self.probe_down.store(true, Ordering::Relaxed);
+            Transition::Down
+        } else {
+            Transition::None
+        }
     }
 
     /// Records a failed connect: skip the backend until `now_ms + cooldown_ms`.
@@ -73,6 +116,24 @@ mod tests {
         assert!(state.is_up(170));
         assert!(state.mark_ok());
         assert!(!state.mark_ok());
+    }
+
+    #[test]
+    fn probes_fall_and_rise() {
+        let state = BackendState::default();
+        assert_eq!(state.probed(false, 2, 2), Transition::None);
+        assert_eq!(state.probed(true, 2, 2), Transition::None, "streak broken");
+        assert_eq!(state.probed(false, 2, 2), Transition::None);
+        assert!(state.is_up(0));
+        assert_eq!(state.probed(false, 2, 2), Transition::Down);
+        assert!(
+            !state.is_up(u64::MAX),
+            "down until probes pass, whatever the time"
+        );
+        assert_eq!(state.probed(false, 2, 2), Transition::None);
+        assert_eq!(state.probed(true, 2, 2), Transition::None);
+        assert_eq!(state.probed(true, 2, 2), Transition::Up);
+        assert!(state.is_up(0));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use crate::config::model::BalancePolicy;
-pub use health::{ActiveGuard, BackendState};
+pub use health::{ActiveGuard, BackendState, Transition};
 
 /// One backend in a pool.
 #[derive(Debug, Clone)]

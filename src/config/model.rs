@@ -195,6 +195,36 @@ pub struct RawHost {
     /// Allow TLS session resumption for this host.
     #[serde(default = "default_true")]
     pub resumption: bool,
+    /// Active health checks of the backends (TCP connect probes); off when absent.
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+}
+
+/// Active health check settings: every `interval`, each backend gets a TCP connect probe.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHealthCheck {
+    /// Time between probes of one backend.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A probe that has not connected by then failed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Failed probes in a row that mark a backend down.
+    pub fall: u32,
+    /// Passed probes in a row that mark a down backend up again.
+    pub rise: u32,
+}
+
+impl Default for RawHealthCheck {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            fall: 2,
+            rise: 1,
+        }
+    }
 }
 
 fn default_min_tls() -> String {

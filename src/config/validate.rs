@@ -15,7 +15,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::model::{
-    BalancePolicy, ClientAuthMode, ProxyProtocol, RawCert, RawClientAuth, RawConfig, RawHost,
+    BalancePolicy, ClientAuthMode, ProxyProtocol, RawCert, RawClientAuth, RawConfig,
+    RawHealthCheck, RawHost,
 };
 use super::problem::{Issue, Problem, Scope, Severity};
 use crate::tls::certs::{self, LoadedCert};
@@ -114,7 +115,12 @@ pub struct HostConfig {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Session resumption allowed.
     pub resumption: bool,
+    /// Active health checks, if enabled.
+    pub health_check: Option<HealthCheck>,
 }
+
+/// Validated active health check settings (see the model).
+pub type HealthCheck = RawHealthCheck;
 
 /// One backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -399,7 +405,23 @@ impl Validator<'_> {
             client_auth,
             proxy_protocol: raw.proxy_protocol,
             resumption: raw.resumption,
+            health_check: raw.health_check.filter(|hc| self.health_check(&at, hc)),
         }
+    }
+
+    fn health_check(&mut self, at: &str, hc: &RawHealthCheck) -> bool {
+        let before = self.problems.len();
+        for (field, zero) in [
+            ("interval", hc.interval.is_zero()),
+            ("timeout", hc.timeout.is_zero()),
+            ("fall", hc.fall == 0),
+            ("rise", hc.rise == 0),
+        ] {
+            if zero {
+                self.error(format!("{at}: health_check.{field}"), Issue::Zero);
+            }
+        }
+        self.problems.len() == before
     }
 
     fn host_certs(

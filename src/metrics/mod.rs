@@ -178,6 +178,16 @@ impl Metrics {
         });
     }
 
+    /// An active health probe of a backend failed (the transition, if any, is logged by
+    /// [`backend_changed`](Self::backend_changed)).
+    pub fn health_check_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
+        tracing::debug!(tls.host = host, backend.addr = backend, error = %error, "health probe failed");
+        self.with(|| {
+            counter!(HEALTH_CHECK_FAILURES, "host" => host.to_owned(), "backend" => backend.to_owned())
+                .increment(1);
+        });
+    }
+
     /// A backend became usable again, or was marked down for its cooldown. (Its gauge is
     /// rendered from the live state at scrape time.)
     pub fn backend_changed(&self, host: &str, backend: &str, up: bool) {

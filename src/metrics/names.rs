@@ -19,6 +19,8 @@ pub const CONNECTIONS: &str = "tlsedge_connections_total";
 pub const CONNECTIONS_CLOSED: &str = "tlsedge_connections_closed_total";
 /// Failed backend connects `{host, backend}`.
 pub const BACKEND_CONNECT_ERRORS: &str = "tlsedge_backend_connect_errors_total";
+/// Failed active health probes `{host, backend}`.
+pub const HEALTH_CHECK_FAILURES: &str = "tlsedge_health_check_failures_total";
 /// 1 when a backend is usable, 0 while in cooldown after a failure `{host, backend}`.
 pub const BACKEND_UP: &str = "tlsedge_backend_up";
 /// Plaintext bytes relayed `{host, direction}`.
@@ -56,9 +58,13 @@ pub(crate) fn describe_all() {
         "Proxied connections by outcome (ok, idle_timeout, no_backend, client_error, backend_error, shutdown)."
     );
     describe_counter!(BACKEND_CONNECT_ERRORS, "Failed TCP connects to backends.");
+    describe_counter!(
+        HEALTH_CHECK_FAILURES,
+        "Failed active health probes (TCP connect) of backends."
+    );
     describe_gauge!(
         BACKEND_UP,
-        "1 if the backend is usable, 0 while it cools down after a failure."
+        "1 if the backend is usable, 0 while it cools down after a failure or fails its health checks."
     );
     describe_counter!(BYTES, Unit::Bytes, "Plaintext bytes relayed.");
     describe_counter!(CONFIG_RELOADS, "Configuration loads by result.");

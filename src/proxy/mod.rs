@@ -2,6 +2,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod connection;
+pub(crate) mod health_check;
 pub(crate) mod listener;
 pub(crate) mod proxy_header;
 pub mod relay;

@@ -289,9 +289,12 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend called `name` on an ephemeral loopback port.
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
+        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a backend called `name` on `addr` (e.g. the address of one that was dropped).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let accepted = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));

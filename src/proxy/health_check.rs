@@ -1,0 +1,82 @@
+//! Active health checks: every host with `health_check` has each backend probed with a TCP
+//! connect every `interval`. `fall` failures in a row take a backend out of its pool, `rise`
+//! passes put it back — before any client has to hit a dead backend, and without waiting for a
+//! client to find a revived one.
+//!
+//! The checker reads the current snapshot on every tick, so hosts added or removed by a reload
+//! are followed; a backend's state lives in its `BackendState`, which reloads carry over.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+
+use crate::balance::Transition;
+use crate::runtime::Runtime;
+use crate::snapshot::Host;
+
+/// How often the checker looks for due hosts; the finest useful interval.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Runs the health checker until the task is aborted.
+pub(crate) async fn run(rt: Arc<Runtime>) {
+    let mut next_due: HashMap<Arc<str>, Instant> = HashMap::new();
+    let mut rounds = JoinSet::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        while rounds.try_join_next().is_some() {}
+        let snapshot = rt.snapshot.load_full();
+        let now = Instant::now();
+        let mut live = Vec::with_capacity(next_due.len());
+        for host in &snapshot.hosts {
+            let Some(settings) = host.health_check else {
+                continue;
+            };
+            live.push(Arc::clone(&host.label));
+            let due = next_due.entry(Arc::clone(&host.label)).or_insert(now);
+            if *due > now {
+                continue;
+            }
+            *due = now + settings.interval;
+            rounds.spawn(probe_host(Arc::clone(&rt), Arc::clone(host)));
+        }
+        next_due.retain(|label, _| live.contains(label));
+    }
+}
+
+/// Probes every backend of `host` at once and records the results.
+async fn probe_host(rt: Arc<Runtime>, host: Arc<Host>) {
+    let Some(settings) = host.health_check else {
+        return;
+    };
+    let mut probes = JoinSet::new();
+    for (index, backend) in host.pool.backends().iter().enumerate() {
+        let addr = backend.addr;
+        probes.spawn(async move {
+            let result = timeout(settings.timeout, TcpStream::connect(addr))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+            (index, result.map(drop))
+        });
+    }
+    while let Some(Ok((index, result))) = probes.join_next().await {
+        let backend = &host.pool.backends()[index];
+        let label = &*host.backend_labels[index];
+        let transition = backend
+            .state
+            .probed(result.is_ok(), settings.fall, settings.rise);
+        if let Err(e) = &result {
+            rt.metrics.health_check_failed(&host.label, label, e);
+        }
+        match transition {
+            Transition::Down => rt.metrics.backend_changed(&host.label, label, false),
+            Transition::Up => rt.metrics.backend_changed(&host.label, label, true),
+            Transition::None => {}
+        }
+    }
+}
