@@ -144,9 +144,15 @@ impl WatchedDirs {
     fn new(enabled: bool, tx: mpsc::UnboundedSender<Signal>) -> Self {
         let watcher = enabled.then(|| {
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Err(e) = &event {
+                match &event {
                     // Overflow or a backend error: something may have been missed.
-                    tracing::warn!(error = %e, "file watcher error; reloading to be safe");
+                    Err(e) => {
+                        tracing::warn!(error = %e, "file watcher error; reloading to be safe")
+                    }
+                    // Opening or reading a file changes nothing, and every reload opens every
+                    // watched file: counting those would make each reload schedule the next.
+                    Ok(event) if is_read_only(&event.kind) => return,
+                    Ok(_) => {}
                 }
                 let _ = tx.send(Signal::Event);
             })
@@ -200,6 +206,14 @@ impl WatchedDirs {
             }
         }
     }
+}
+
+/// Whether an event only reports a file being opened, read or closed after reading (inotify
+/// reports opens since notify 8): such events cannot change content.
+fn is_read_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(kind, notify::EventKind::Access(access)
+        if *access != AccessKind::Close(AccessMode::Write))
 }
 
 /// The file's directory if it exists, else its nearest existing ancestor.
