@@ -477,7 +477,7 @@ async fn a_burst_of_writes_is_one_or_two_reloads_after_it_ends() {
             "reloaded during the burst ({:?} in)",
             started.elapsed()
         );
-        tokio::time::sleep(Duration::from_millis(4)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let burst = started.elapsed();
     assert_eq!(s.lb.generation(), generation, "reloaded during the burst");
