@@ -46,7 +46,7 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     admin: Option<TcpListener>,
     config_path: PathBuf,
-    files: Vec<PathBuf>,
+    reloader: Arc<Reloader>,
     trigger: ReloadTrigger,
     signals: watch::Signals,
 }
@@ -64,6 +64,9 @@ impl Server {
         }
         let files = loaded.referenced_files();
         let config = loaded.config;
+        // Watch before fingerprinting: a change after this point is either in the fingerprint
+        // or queued as an event for `run`.
+        let (trigger, signals) = watch::channel(config.reload.watch, &files);
         let tls = TlsShared::new(&config.sessions)?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for &addr in &config.listeners {
@@ -75,14 +78,21 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new());
         let (runtime, _skipped) = Runtime::new(config, tls, Arc::clone(&metrics));
+        let runtime = Arc::new(runtime);
+        // Fingerprint the files now, as loaded (not when `run` starts: a change in between
+        // would look already applied).
+        let reloader = Arc::new(Reloader::new(
+            Arc::clone(&runtime),
+            config_path.clone(),
+            files,
+        ));
         metrics.config_reload("applied");
-        let (trigger, signals) = watch::channel();
         Ok(Self {
-            runtime: Arc::new(runtime),
+            runtime,
             listeners,
             admin,
             config_path,
-            files,
+            reloader,
             trigger,
             signals,
         })
@@ -153,9 +163,8 @@ impl Server {
         }
         let upkeep = tokio::spawn(upkeep(Arc::clone(&rt)));
         let health = tokio::spawn(crate::proxy::health_check::run(Arc::clone(&rt)));
-        let reloader = Arc::new(Reloader::new(Arc::clone(&rt), self.config_path, self.files));
         let watcher = tokio::spawn(watch::run(
-            reloader,
+            self.reloader,
             snapshot.config.reload,
             self.signals,
             admin_stop.clone(),

@@ -112,7 +112,15 @@ impl Reloader {
         };
         let raw = match config::load::parse(&text, &self.path) {
             Ok(raw) => raw,
-            Err(e) => return self.rejected(state, Some(fingerprint_text(&text)), &e),
+            Err(e) => {
+                // The same unparsable text was already rejected: a retry or a stray event must
+                // not count (and log) it again.
+                let fingerprint = fingerprint_text(&text);
+                if state.fingerprint == Some(fingerprint) {
+                    return Outcome::Unchanged;
+                }
+                return self.rejected(state, Some(fingerprint), &e);
+            }
         };
         let files = config::validate::referenced_files(&raw, &self.path);
         let fingerprint = fingerprint_files(&files);

@@ -51,14 +51,18 @@ impl ReloadTrigger {
 /// The receiving end, handed to [`run`].
 #[derive(Debug)]
 pub struct Signals {
-    tx: mpsc::UnboundedSender<Signal>,
     rx: mpsc::UnboundedReceiver<Signal>,
+    dirs: WatchedDirs,
 }
 
-/// A trigger and the signal queue it feeds.
-pub fn channel() -> (ReloadTrigger, Signals) {
+/// A trigger and the signal queue it feeds. With `watch`, the directories of `files` are
+/// watched from now on: call it right after loading them, so that a change made before [`run`]
+/// starts is queued, not lost.
+pub fn channel(watch: bool, files: &[PathBuf]) -> (ReloadTrigger, Signals) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (ReloadTrigger(tx.clone()), Signals { tx, rx })
+    let mut dirs = WatchedDirs::new(watch, tx.clone());
+    dirs.sync(files);
+    (ReloadTrigger(tx), Signals { rx, dirs })
 }
 
 /// Runs until `stop`: reloads on debounced file events (if `settings.watch`), on triggers, after
@@ -69,9 +73,7 @@ pub async fn run(
     signals: Signals,
     stop: CancellationToken,
 ) {
-    let Signals { tx, mut rx } = signals;
-    let mut dirs = WatchedDirs::new(settings.watch, tx);
-    dirs.sync(&reloader.files());
+    let Signals { mut rx, mut dirs } = signals;
     let mut burst: Option<(Instant, Instant)> = None; // (first event, reload at)
     let mut retries: Vec<Instant> = Vec::new();
     let mut recheck = tokio::time::interval(settings.recheck_every);
@@ -135,6 +137,7 @@ fn rotate_tickets(reloader: &Reloader) {
 
 /// The set of watched directories, each remembered with its inode so a directory deleted and
 /// recreated is watched again.
+#[derive(Debug)]
 struct WatchedDirs {
     watcher: Option<RecommendedWatcher>,
     watched: HashMap<PathBuf, (u64, u64)>,
@@ -144,9 +147,15 @@ impl WatchedDirs {
     fn new(enabled: bool, tx: mpsc::UnboundedSender<Signal>) -> Self {
         let watcher = enabled.then(|| {
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Err(e) = &event {
+                match &event {
                     // Overflow or a backend error: something may have been missed.
-                    tracing::warn!(error = %e, "file watcher error; reloading to be safe");
+                    Err(e) => {
+                        tracing::warn!(error = %e, "file watcher error; reloading to be safe")
+                    }
+                    // Opening or reading a file changes nothing, and every reload opens every
+                    // watched file: counting those would make each reload schedule the next.
+                    Ok(event) if is_read_only(&event.kind) => return,
+                    Ok(_) => {}
                 }
                 let _ = tx.send(Signal::Event);
             })
@@ -200,6 +209,14 @@ impl WatchedDirs {
             }
         }
     }
+}
+
+/// Whether an event only reports a file being opened, read or closed after reading (inotify
+/// reports opens since notify 8): such events cannot change content.
+fn is_read_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(kind, notify::EventKind::Access(access)
+        if *access != AccessKind::Close(AccessMode::Write))
 }
 
 /// The file's directory if it exists, else its nearest existing ancestor.

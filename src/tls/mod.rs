@@ -99,7 +99,10 @@ impl TlsShared {
             // Hosts with client auth keep no TLS 1.2 session-ID entries in the shared cache;
             // their tickets are bound to their own context like every host's.
             if host.client_auth.is_none() {
-                config.session_storage = Arc::clone(&self.session_cache);
+                config.session_storage = Arc::new(HostSessions {
+                    cache: Arc::clone(&self.session_cache),
+                    context: ticket_context(host).to_be_bytes(),
+                });
             } else {
                 config.session_storage = Arc::new(NoServerSessionStorage {});
             }
@@ -110,6 +113,39 @@ impl TlsShared {
             config.send_tls13_tickets = 0;
         }
         Ok(Arc::new(config))
+    }
+}
+
+/// One host's view of the shared TLS 1.2 session-ID cache: keys are prefixed with the host's
+/// context, so a session ID only resumes on the host that issued it (rustls itself only checks
+/// that the SNI matches, which a reload moving a name to another host keeps).
+#[derive(Debug)]
+struct HostSessions {
+    cache: Arc<dyn StoresServerSessions>,
+    context: [u8; 8],
+}
+
+impl HostSessions {
+    fn key(&self, id: &[u8]) -> Vec<u8> {
+        [&self.context[..], id].concat()
+    }
+}
+
+impl StoresServerSessions for HostSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.cache.put(self.key(&key), value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.cache.get(&self.key(key))
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.cache.take(&self.key(key))
+    }
+
+    fn can_cache(&self) -> bool {
+        self.cache.can_cache()
     }
 }
 

@@ -641,3 +641,4 @@ pub fn addrs(backends: &[Backend]) -> Vec<SocketAddr> {
 pub fn ecdsa(site: &Site, stem: &str, names: &[&str]) -> Issued {
     site.cert(stem, names, KeyKind::Ecdsa)
 }
+pub mod files;
