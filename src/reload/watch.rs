@@ -4,9 +4,9 @@
 //! It watches the parent directories of the config file and of every file the config names,
 //! never the files themselves: editors replace a file by rename, and Kubernetes updates a
 //! mounted Secret by swapping a `..data` symlink, so the changed path never gets an event of its
-//! own. Every event in a watched directory counts as "maybe changed"; the reload's content hash
-//! tells a real change from noise. Events are debounced on the trailing edge (a quiet period),
-//! capped so a stream of writes cannot postpone the reload forever.
+//! own. Every event in a watched directory except a pure read counts as "maybe changed"; the
+//! reload's content hash tells a real change from noise. Events are debounced on the trailing
+//! edge (a quiet period), capped so a stream of writes cannot postpone the reload forever.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
