@@ -163,6 +163,10 @@ impl Server {
         }
         let upkeep = tokio::spawn(upkeep(Arc::clone(&rt)));
         let health = tokio::spawn(crate::proxy::health_check::run(Arc::clone(&rt)));
+        let resolver = tokio::spawn(crate::proxy::resolve::run(
+            Arc::clone(&rt),
+            snapshot.config.reload.dns_refresh,
+        ));
         let watcher = tokio::spawn(watch::run(
             self.reloader,
             snapshot.config.reload,
@@ -173,6 +177,7 @@ impl Server {
         drain(&life, rt.snapshot.load().timeouts.drain).await;
         upkeep.abort();
         health.abort();
+        resolver.abort();
         admin_stop.cancel();
         let _ = watcher.await;
     }

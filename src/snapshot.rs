@@ -7,12 +7,11 @@
 //! pointer store.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
 
-use crate::balance::{Backend, BackendState, Pool};
+use crate::balance::{Backend, BackendAddr, BackendState, Pool};
 use crate::config::model::ProxyProtocol;
 use crate::config::validate::HealthCheck;
 use crate::config::{Config, HostConfig, Timeouts};
@@ -145,24 +144,23 @@ fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<
     };
     let keys = certs.iter().map(|c| Arc::clone(&c.key)).collect();
     let server_config = tls.server_config(host, keys)?;
-    let old_states: HashMap<SocketAddr, &Arc<BackendState>> = old
+    let old_states: HashMap<&BackendAddr, &Arc<BackendState>> = old
         .map(|o| {
             o.pool
                 .backends()
                 .iter()
-                .map(|b| (b.addr, &b.state))
+                .map(|b| (&b.addr, &b.state))
                 .collect()
         })
         .unwrap_or_default();
     let backends = host
         .backends
         .iter()
-        .map(|b| Backend {
-            addr: b.addr,
-            weight: b.weight,
-            state: old_states
+        .map(|b| {
+            let state = old_states
                 .get(&b.addr)
-                .map_or_else(Arc::default, |s| Arc::clone(s)),
+                .map_or_else(|| Arc::new(resolve_now(&b.addr)), |s| Arc::clone(s));
+            Backend::new(b.addr.clone(), b.weight, state)
         })
         .collect::<Vec<_>>();
     let backend_labels = backends
@@ -179,4 +177,22 @@ fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<
         stale,
         health_check: host.health_check,
     })
+}
+
+/// State for a new backend; a DNS name is resolved once right away (blocking: snapshots are
+/// built off the accept path), so the backend is usable from the first connection. The
+/// resolver task keeps it fresh from then on.
+fn resolve_now(addr: &BackendAddr) -> BackendState {
+    let state = BackendState::default();
+    if let BackendAddr::Name { host, port } = addr {
+        match crate::proxy::resolve::lookup(host, *port) {
+            Ok(addrs) => {
+                state.set_addrs(addrs);
+            }
+            Err(e) => {
+                tracing::warn!(backend.addr = %addr, error = %e, "backend name does not resolve yet")
+            }
+        }
+    }
+    state
 }

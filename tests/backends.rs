@@ -203,3 +203,29 @@ async fn health_checks_take_dead_backends_out_and_bring_them_back() {
     assert!(names.contains("b0-again"), "{names:?}");
     drop((second, revived));
 }
+
+#[tokio::test]
+async fn backends_can_be_dns_names() {
+    let site = Site::new();
+    let backend = Backend::start("named").await;
+    ecdsa(&site, "dns", &["dns.test"]);
+    let named = format!("localhost:{}", backend.addr.port());
+    let body = format!(
+        "reload: {{ dns_refresh: 100ms }}\nhosts:\n  - names: [dns.test]\n    certs:\n      - {{ cert: dns.pem, key: dns.key }}\n    backends:\n      - {{ address: \"{named}\" }}\n"
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let client = ClientOpts::default().build(&site.ca);
+    for _ in 0..3 {
+        assert_eq!(
+            hello(lb.addr, "dns.test", &client).await.unwrap().backend,
+            "named"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let m = lb.metrics().await;
+    assert_eq!(
+        m.value("tlsedge_backend_up", &[("backend", named.as_str())]),
+        1.0
+    );
+    assert_eq!(m.value("tlsedge_backend_resolve_errors_total", &[]), 0.0);
+}

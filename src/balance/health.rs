@@ -6,7 +6,10 @@
 //! [`BackendState`] to the new pool when a host keeps a backend, so counts and cooldowns carry
 //! over.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Live state of one backend of one host.
@@ -21,6 +24,9 @@ pub struct BackendState {
     /// Consecutive probe results of the current streak: failures (`fails`) or passes.
     fails: AtomicU32,
     passes: AtomicU32,
+    /// The addresses to connect to: the fixed address, or what the backend's DNS name last
+    /// resolved to (empty until it first resolves).
+    resolved: ArcSwap<Vec<SocketAddr>>,
 }
 
 /// What a probe result changed.
@@ -35,6 +41,20 @@ pub enum Transition {
 }
 
 impl BackendState {
+    /// The addresses to try, in order.
+    pub fn addrs(&self) -> Arc<Vec<SocketAddr>> {
+        self.resolved.load_full()
+    }
+
+    /// Replaces the addresses; returns whether they changed.
+    pub fn set_addrs(&self, addrs: Vec<SocketAddr>) -> bool {
+        if **self.resolved.load() == addrs {
+            return false;
+        }
+        self.resolved.store(Arc::new(addrs));
+        true
+    }
+
     /// Connections currently proxied to this backend.
     pub fn active(&self) -> u32 {
         self.active.load(Ordering::Relaxed)

@@ -6,23 +6,43 @@
 //! policy testable and deterministic.
 
 pub mod health;
+mod target;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use crate::config::model::BalancePolicy;
 pub use health::{ActiveGuard, BackendState, Transition};
+pub use target::BackendAddr;
 
 /// One backend in a pool.
 #[derive(Debug, Clone)]
 pub struct Backend {
-    /// Where to connect.
-    pub addr: SocketAddr,
+    /// Where to connect, as configured.
+    pub addr: BackendAddr,
     /// Relative share.
     pub weight: u32,
     /// Live state, shared across reloads.
     pub state: Arc<BackendState>,
+    /// Stable hash of the address, for `hash_client_ip`.
+    key: u64,
+}
+
+impl Backend {
+    /// A backend at `addr`; a fixed address is also recorded as the state's only address.
+    pub fn new(addr: BackendAddr, weight: u32, state: Arc<BackendState>) -> Self {
+        if let Some(ip) = addr.ip() {
+            state.set_addrs(vec![ip]);
+        }
+        let key = stable_hash(addr.to_string().as_bytes(), 0);
+        Self {
+            addr,
+            weight,
+            state,
+            key,
+        }
+    }
 }
 
 /// What a selection needs to know about the moment and the client.
@@ -169,14 +189,9 @@ fn ip_key(ip: IpAddr) -> u64 {
 /// Weighted rendezvous (highest random weight) score: `-w / ln(u)` with `u` uniform in (0, 1)
 /// derived from the client and backend. Adding a backend to n moves about 1/(n+1) of clients.
 fn rendezvous_score(client: u64, backend: &Backend) -> f64 {
-    let mut bytes = [0_u8; 26];
+    let mut bytes = [0_u8; 16];
     bytes[..8].copy_from_slice(&client.to_le_bytes());
-    let (ip, port) = match backend.addr.ip() {
-        IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), backend.addr.port()),
-        IpAddr::V6(v6) => (v6.octets(), backend.addr.port()),
-    };
-    bytes[8..24].copy_from_slice(&ip);
-    bytes[24..].copy_from_slice(&port.to_le_bytes());
+    bytes[8..].copy_from_slice(&backend.key.to_le_bytes());
     let h = stable_hash(&bytes, 0);
     // 53 random bits into (0, 1): never 0 nor 1, so ln(u) is finite and negative.
     let u = ((h >> 11) as f64 + 0.5) / (1_u64 << 53) as f64;

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use proptest::prelude::*;
 
@@ -9,10 +9,9 @@ fn pool(weights: &[u32], policy: BalancePolicy) -> Pool {
     let backends = weights
         .iter()
         .enumerate()
-        .map(|(i, &weight)| Backend {
-            addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 8080)),
-            weight,
-            state: Arc::default(),
+        .map(|(i, &weight)| {
+            let addr = SocketAddr::from(([10, 0, 0, i as u8 + 1], 8080));
+            Backend::new(BackendAddr::Ip(addr), weight, Arc::default())
         })
         .collect();
     Pool::new(backends, policy)

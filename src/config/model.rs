@@ -126,6 +126,9 @@ pub struct RawReload {
     /// Safety net: re-check every file's content this often, events or not.
     #[serde(with = "humantime_serde")]
     pub recheck_every: Duration,
+    /// How often backend DNS names (`name:port` addresses) are resolved again.
+    #[serde(with = "humantime_serde")]
+    pub dns_refresh: Duration,
 }
 
 impl Default for RawReload {
@@ -135,6 +138,7 @@ impl Default for RawReload {
             debounce: Duration::from_millis(500),
             max_delay: Duration::from_secs(2),
             recheck_every: Duration::from_secs(60),
+            dns_refresh: Duration::from_secs(30),
         }
     }
 }
@@ -252,7 +256,7 @@ pub struct RawCert {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
-    /// `ip:port` of the backend.
+    /// `ip:port`, `[v6]:port` or `dns-name:port` of the backend.
     pub address: String,
     /// Relative share of connections (1..=1000).
     #[serde(default = "default_weight")]

@@ -42,6 +42,12 @@ pub enum Issue {
         /// What was written.
         value: String,
     },
+    /// A backend address is neither `ip:port` nor `dns-name:port`.
+    #[error("invalid backend address {value:?} (expected ip:port or dns-name:port)")]
+    BadBackendAddress {
+        /// What was written.
+        value: String,
+    },
     /// A host name is not a valid exact or wildcard DNS name.
     #[error("invalid host name {name:?} (expected e.g. shop.example.com or *.example.com)")]
     BadName {

@@ -19,6 +19,7 @@ use super::model::{
     RawHealthCheck, RawHost,
 };
 use super::problem::{Issue, Problem, Scope, Severity};
+use crate::balance::BackendAddr;
 use crate::tls::certs::{self, LoadedCert};
 use crate::tls::names::{HostName, NameIndex};
 
@@ -89,6 +90,8 @@ pub struct Reload {
     pub max_delay: Duration,
     /// Periodic content re-check.
     pub recheck_every: Duration,
+    /// Backend DNS re-resolution period.
+    pub dns_refresh: Duration,
 }
 
 /// One validated host.
@@ -125,8 +128,8 @@ pub type HealthCheck = RawHealthCheck;
 /// One backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
-    /// Its address.
-    pub addr: SocketAddr,
+    /// Its address: fixed, or a DNS name resolved at run time.
+    pub addr: BackendAddr,
     /// Its weight.
     pub weight: u32,
 }
@@ -265,6 +268,9 @@ impl Validator<'_> {
         if raw.reload.recheck_every.is_zero() {
             self.error("reload.recheck_every", Issue::Zero);
         }
+        if raw.reload.dns_refresh.is_zero() {
+            self.error("reload.dns_refresh", Issue::Zero);
+        }
         if s.ticket_rotate_every.is_zero() {
             self.error("sessions.ticket_rotate_every", Issue::Zero);
         }
@@ -317,6 +323,7 @@ impl Validator<'_> {
                 debounce: raw.reload.debounce,
                 max_delay: raw.reload.max_delay.max(raw.reload.debounce),
                 recheck_every: raw.reload.recheck_every,
+                dns_refresh: raw.reload.dns_refresh,
             },
             default_host,
             hosts,
@@ -353,8 +360,13 @@ impl Validator<'_> {
         }
         let mut backends = Vec::new();
         for (b, backend) in raw.backends.iter().enumerate() {
-            let place = format!("{at}: backends[{b}].address");
-            let addr = self.addr(place, &backend.address);
+            let addr = BackendAddr::parse(&backend.address);
+            if addr.is_none() {
+                let issue = Issue::BadBackendAddress {
+                    value: backend.address.clone(),
+                };
+                self.error(format!("{at}: backends[{b}].address"), issue);
+            }
             if !(1..=1000).contains(&backend.weight) {
                 let issue = Issue::BadWeight {
                     weight: backend.weight,

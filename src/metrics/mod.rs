@@ -178,6 +178,15 @@ impl Metrics {
         });
     }
 
+    /// A backend's DNS name failed to resolve; its last good addresses stay in use.
+    pub fn resolve_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
+        tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend name lookup failed");
+        self.with(|| {
+            counter!(RESOLVE_ERRORS, "host" => host.to_owned(), "backend" => backend.to_owned())
+                .increment(1);
+        });
+    }
+
     /// An active health probe of a backend failed (the transition, if any, is logged by
     /// [`backend_changed`](Self::backend_changed)).
     pub fn health_check_failed(&self, host: &str, backend: &str, error: &std::io::Error) {

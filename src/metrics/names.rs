@@ -19,6 +19,8 @@ pub const CONNECTIONS: &str = "tlsedge_connections_total";
 pub const CONNECTIONS_CLOSED: &str = "tlsedge_connections_closed_total";
 /// Failed backend connects `{host, backend}`.
 pub const BACKEND_CONNECT_ERRORS: &str = "tlsedge_backend_connect_errors_total";
+/// Failed DNS lookups of backend names `{host, backend}`.
+pub const RESOLVE_ERRORS: &str = "tlsedge_backend_resolve_errors_total";
 /// Failed active health probes `{host, backend}`.
 pub const HEALTH_CHECK_FAILURES: &str = "tlsedge_health_check_failures_total";
 /// 1 when a backend is usable, 0 while in cooldown after a failure `{host, backend}`.
@@ -58,6 +60,10 @@ pub(crate) fn describe_all() {
         "Proxied connections by outcome (ok, idle_timeout, no_backend, client_error, backend_error, shutdown)."
     );
     describe_counter!(BACKEND_CONNECT_ERRORS, "Failed TCP connects to backends.");
+    describe_counter!(
+        RESOLVE_ERRORS,
+        "Failed DNS lookups of backend names (the last good addresses stay in use)."
+    );
     describe_counter!(
         HEALTH_CHECK_FAILURES,
         "Failed active health probes (TCP connect) of backends."

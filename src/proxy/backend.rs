@@ -45,7 +45,7 @@ pub(crate) async fn connect(
         let label = &*host.backend_labels[index];
         let result = timeout(
             snapshot.timeouts.backend_connect,
-            TcpStream::connect(backend.addr),
+            connect_any(&backend.state.addrs()),
         )
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
@@ -66,4 +66,20 @@ pub(crate) async fn connect(
         }
     }
     Err(BackendError::NoneAvailable)
+}
+
+/// Connects to the first of `addrs` that accepts (a DNS name may resolve to several; one
+/// refusing address must not fail the backend while another answers).
+pub(crate) async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "backend name has not resolved yet",
+    );
+    for &addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }

@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 
+use super::backend::connect_any;
 use crate::balance::Transition;
 use crate::runtime::Runtime;
 use crate::snapshot::Host;
@@ -56,9 +56,9 @@ async fn probe_host(rt: Arc<Runtime>, host: Arc<Host>) {
     };
     let mut probes = JoinSet::new();
     for (index, backend) in host.pool.backends().iter().enumerate() {
-        let addr = backend.addr;
+        let addrs = backend.state.addrs();
         probes.spawn(async move {
-            let result = timeout(settings.timeout, TcpStream::connect(addr))
+            let result = timeout(settings.timeout, connect_any(&addrs))
                 .await
                 .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
             (index, result.map(drop))

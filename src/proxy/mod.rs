@@ -6,3 +6,4 @@ pub(crate) mod health_check;
 pub(crate) mod listener;
 pub(crate) mod proxy_header;
 pub mod relay;
+pub(crate) mod resolve;
