@@ -224,3 +224,31 @@ async fn max_connections_holds_excess_clients_in_the_backlog() {
     assert_eq!(reply.backend, "echo");
     second.write_all(b"ok").await.unwrap();
 }
+
+/// `SO_REUSEPORT`: a second instance binds the same address while the first still runs (an
+/// upgrade or a restart for listener changes), and serves alone once the first has drained.
+#[tokio::test]
+async fn a_second_instance_can_bind_the_same_port() {
+    let (site, old, _backend) = start("").await;
+    let yaml = std::fs::read_to_string(site.path("tlsedge.yaml")).unwrap();
+    let port = old.addr.port();
+    site.write(
+        "tlsedge.yaml",
+        &yaml.replace("127.0.0.1:0\"]", &format!("127.0.0.1:{port}\"]")),
+    );
+    let new = Lb::start(&site.path("tlsedge.yaml")).await;
+    assert_eq!(new.addr, old.addr);
+    let client = ClientOpts::default().build(&site.ca);
+    old.stop().await;
+    for _ in 0..20 {
+        assert_eq!(
+            hello(new.addr, "relay.test", &client)
+                .await
+                .unwrap()
+                .backend,
+            "echo"
+        );
+    }
+    let m = new.metrics().await;
+    assert_eq!(m.value("tlsedge_handshakes_total", &[]), 20.0);
+}
