@@ -54,14 +54,19 @@ fn broken_site() -> (Site, std::path::PathBuf) {
     (site, path)
 }
 
+/// Runs `tlsedge COMMAND --config PATH` to completion.
+fn tlsedge(command: &str, path: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args([command, "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_lists_every_problem_with_file_host_and_field() {
     let (_site, path) = broken_site();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = tlsedge("check", &path);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     let file = path.display().to_string();
@@ -100,11 +105,7 @@ fn check_lists_every_problem_with_file_host_and_field() {
 fn check_reports_a_mistyped_key() {
     let site = Site::new();
     let path = site.config("hosts: []\ntimeouts: { handshak: 5s }\n");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = tlsedge("check", &path);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&path.display().to_string()), "{text}");
@@ -114,11 +115,7 @@ fn check_reports_a_mistyped_key() {
 #[test]
 fn run_refuses_a_broken_config_with_exit_2() {
     let (_site, path) = broken_site();
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = tlsedge("run", &path);
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("does not match certificate"), "{text}");

@@ -13,7 +13,6 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, NamedGroup};
 
 use common::{Backend, ClientOpts, Lb, Metrics, Site, ecdsa, hello, host};
-use tlsedge::pki::{IssueOptions, KeyKind};
 use tlsedge::tls::tickets::rotate_key_file;
 
 const HANDSHAKES: &str = "tlsedge_handshakes_total";
@@ -304,15 +303,7 @@ async fn client_auth_hosts_never_resume_sessions_from_hosts_without_it() {
         )
     };
     let lb = Lb::start(&site.config(&body(""))).await;
-    let identity = site
-        .ca
-        .issue_with(&IssueOptions {
-            names: &["client.test"],
-            key: KeyKind::Ecdsa,
-            validity: None,
-            client: true,
-        })
-        .expect("client certificate");
+    let identity = common::client_identity(&site.ca);
     let with_cert = ClientOpts {
         identity: Some(identity),
         ..ClientOpts::default()

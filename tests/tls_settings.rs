@@ -6,11 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{Backend, ClientOpts, Lb, Site, alert_of, ecdsa, hello, host};
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use tlsedge::pki::{IssueOptions, KeyKind};
+use tlsedge::pki::KeyKind;
 
 #[tokio::test]
 async fn ecdsa_for_clients_that_accept_it_rsa_for_the_others() {
@@ -168,15 +164,7 @@ async fn client_auth_required_and_optional() {
         )
     );
     let lb = Lb::start(&site.config(&body)).await;
-    let identity = site
-        .ca
-        .issue_with(&IssueOptions {
-            names: &["client.test"],
-            key: KeyKind::Ecdsa,
-            validity: None,
-            client: true,
-        })
-        .unwrap();
+    let identity = common::client_identity(&site.ca);
     let with_cert = ClientOpts {
         identity: Some(identity),
         ..ClientOpts::default()
@@ -211,15 +199,7 @@ async fn client_auth_required_and_optional() {
     );
     // A certificate from another CA is refused too.
     let stranger = Site::new();
-    let foreign = stranger
-        .ca
-        .issue_with(&IssueOptions {
-            names: &["client.test"],
-            key: KeyKind::Ecdsa,
-            validity: None,
-            client: true,
-        })
-        .unwrap();
+    let foreign = common::client_identity(&stranger.ca);
     let foreign = ClientOpts {
         identity: Some(foreign),
         ..ClientOpts::default()
@@ -239,50 +219,6 @@ async fn client_auth_required_and_optional() {
     );
 }
 
-/// Records the OCSP response the server stapled.
-#[derive(Debug)]
-struct OcspRecorder {
-    inner: Arc<WebPkiServerVerifier>,
-    seen: Mutex<Vec<Vec<u8>>>,
-}
-
-impl ServerCertVerifier for OcspRecorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.seen.lock().unwrap().push(ocsp.to_vec());
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 #[tokio::test]
 async fn ocsp_response_is_stapled_and_follows_the_file() {
     let site = Site::new();
@@ -290,43 +226,30 @@ async fn ocsp_response_is_stapled_and_follows_the_file() {
     ecdsa(&site, "ocsp", &["ocsp.test"]);
     // The proxy staples the bytes as given; a real response comes from `openssl ocsp`.
     site.write("ocsp.der", "first response");
-    let extra = "";
-    let mut body = format!(
+    let body = format!(
         "reload: {{ debounce: 50ms }}\nhosts:\n{}",
-        host(&["ocsp.test"], &[], &[backend.addr], extra)
-    );
-    body = body.replace(
+        host(&["ocsp.test"], &[], &[backend.addr], "")
+    )
+    .replace(
         "    certs:\n",
         "    certs:\n      - { cert: ocsp.pem, key: ocsp.key, ocsp: ocsp.der }\n",
     );
     let lb = Lb::start(&site.config(&body)).await;
-    let roots = {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(site.ca.cert_der())).unwrap();
-        Arc::new(roots)
-    };
-    let recorder = Arc::new(OcspRecorder {
-        inner: WebPkiServerVerifier::builder(roots).build().unwrap(),
-        seen: Mutex::new(Vec::new()),
-    });
-    let mut config = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::clone(&recorder) as Arc<dyn ServerCertVerifier>)
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    let config = Arc::new(config);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let config = ClientOpts {
+        ocsp_log: Some(Arc::clone(&seen)),
+        ..ClientOpts::default()
+    }
+    .build(&site.ca);
     hello(lb.addr, "ocsp.test", &config).await.unwrap();
-    assert_eq!(
-        recorder.seen.lock().unwrap().last().unwrap(),
-        b"first response"
-    );
+    assert_eq!(seen.lock().unwrap().last().unwrap(), b"first response");
 
     site.write("ocsp.der", "second response");
     common::wait_for("the new OCSP response is stapled", common::PATIENCE, || {
-        let (config, recorder, addr) = (Arc::clone(&config), Arc::clone(&recorder), lb.addr);
+        let (config, seen, addr) = (Arc::clone(&config), Arc::clone(&seen), lb.addr);
         async move {
             hello(addr, "ocsp.test", &config).await.unwrap();
-            recorder.seen.lock().unwrap().last().unwrap() == b"second response"
+            seen.lock().unwrap().last().unwrap() == b"second response"
         }
     })
     .await;

@@ -396,6 +396,8 @@ pub struct ClientOpts {
     pub resume: bool,
     /// Do not send SNI.
     pub no_sni: bool,
+    /// Record every stapled OCSP response the server sends here.
+    pub ocsp_log: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
 }
 
 impl ClientOpts {
@@ -415,11 +417,11 @@ impl ClientOpts {
         let verifier = WebPkiServerVerifier::builder(Arc::new(roots))
             .build()
             .expect("verifier");
-        let verifier: Arc<dyn ServerCertVerifier> = if self.rsa_only {
-            Arc::new(RsaOnly(verifier))
-        } else {
-            verifier
-        };
+        let verifier = Arc::new(TestVerifier {
+            inner: verifier,
+            rsa_only: self.rsa_only,
+            ocsp_log: self.ocsp_log.clone(),
+        });
         let builder = ClientConfig::builder_with_protocol_versions(versions)
             .dangerous()
             .with_custom_certificate_verifier(verifier);
@@ -442,11 +444,16 @@ impl ClientOpts {
     }
 }
 
-/// A verifier that advertises only RSA signature schemes.
+/// The WebPKI verifier, optionally advertising only RSA signature schemes and recording the
+/// stapled OCSP responses.
 #[derive(Debug)]
-struct RsaOnly(Arc<WebPkiServerVerifier>);
+struct TestVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    rsa_only: bool,
+    ocsp_log: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
+}
 
-impl ServerCertVerifier for RsaOnly {
+impl ServerCertVerifier for TestVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -455,7 +462,10 @@ impl ServerCertVerifier for RsaOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0
+        if let Some(log) = &self.ocsp_log {
+            log.lock().expect("lock").push(ocsp.to_vec());
+        }
+        self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
 
@@ -465,7 +475,7 @@ impl ServerCertVerifier for RsaOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -474,10 +484,13 @@ impl ServerCertVerifier for RsaOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        if !self.rsa_only {
+            return self.inner.supported_verify_schemes();
+        }
         vec![
             SignatureScheme::RSA_PSS_SHA256,
             SignatureScheme::RSA_PSS_SHA384,
@@ -642,3 +655,14 @@ pub fn ecdsa(site: &Site, stem: &str, names: &[&str]) -> Issued {
     site.cert(stem, names, KeyKind::Ecdsa)
 }
 pub mod files;
+
+/// A client certificate for `client.test` issued by `ca`, for mutual TLS.
+pub fn client_identity(ca: &Ca) -> Issued {
+    ca.issue_with(&tlsedge::pki::IssueOptions {
+        names: &["client.test"],
+        key: KeyKind::Ecdsa,
+        validity: None,
+        client: true,
+    })
+    .expect("client certificate")
+}
