@@ -17,6 +17,7 @@ use crate::config::validate::HealthCheck;
 use crate::config::{Config, HostConfig, Timeouts};
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::NameIndex;
+use crate::tls::upstream::UpstreamTls;
 use crate::tls::{BuildError, TlsShared};
 
 /// One host as served.
@@ -39,6 +40,8 @@ pub struct Host {
     pub stale: bool,
     /// Active health checks of its backends, if enabled.
     pub health_check: Option<HealthCheck>,
+    /// TLS towards its backends, if enabled.
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 /// Everything a connection needs, consistent as a whole.
@@ -176,6 +179,11 @@ fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<
         certs,
         stale,
         health_check: host.health_check,
+        upstream_tls: host
+            .backend_tls
+            .as_ref()
+            .map(|settings| UpstreamTls::new(&tls.provider, settings))
+            .transpose()?,
     })
 }
 

@@ -229,3 +229,77 @@ async fn backends_can_be_dns_names() {
     );
     assert_eq!(m.value("tlsedge_backend_resolve_errors_total", &[]), 0.0);
 }
+
+/// A TLS backend presenting `issued` for its name.
+async fn tls_backend(name: &str, issued: &tlsedge::pki::Issued) -> Backend {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+    let chain = vec![CertificateDer::from(issued.cert_der.clone())];
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    Backend::start_tls(name, std::sync::Arc::new(config)).await
+}
+
+#[tokio::test]
+async fn backend_tls_verifies_and_re_encrypts() {
+    let site = Site::new();
+    // The backends' own CA, unrelated to the one clients trust.
+    let internal = Site::new();
+    site.write("internal-ca.pem", &internal.ca.cert_pem());
+    let good = tls_backend(
+        "secure",
+        &internal
+            .ca
+            .issue(&["app.internal"], tlsedge::pki::KeyKind::Ecdsa)
+            .unwrap(),
+    )
+    .await;
+    let wrong_name = tls_backend(
+        "wrong",
+        &internal
+            .ca
+            .issue(&["other.internal"], tlsedge::pki::KeyKind::Ecdsa)
+            .unwrap(),
+    )
+    .await;
+    ecdsa(&site, "re", &["re.test", "bad.test"]);
+    let tls = "    backend_tls: { ca: internal-ca.pem, server_name: app.internal }\n";
+    let body = format!(
+        "hosts:\n{}{}",
+        host(&["re.test"], &["re"], &[good.addr], tls),
+        host(&["bad.test"], &["re"], &[wrong_name.addr], tls)
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let client = ClientOpts::default().build(&site.ca);
+    let mut stream = connect(lb.addr, "re.test", &client).await.unwrap();
+    assert_eq!(read_reply(&mut stream).await.unwrap().backend, "secure");
+    stream.write_all(b"through two TLS sessions").await.unwrap();
+    let mut echo = [0_u8; 24];
+    stream.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"through two TLS sessions");
+    stream.shutdown().await.unwrap();
+    drop(stream);
+
+    // A backend whose certificate does not match: the client is closed, nothing leaks.
+    let mut stream = connect(lb.addr, "bad.test", &client).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest).await;
+    assert!(rest.is_empty());
+    let backend = wrong_name.addr.to_string();
+    let m = lb
+        .wait_metric(
+            "tlsedge_backend_tls_errors_total",
+            &[("backend", backend.as_str())],
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        m.value(
+            "tlsedge_connections_closed_total",
+            &[("host", "bad.test"), ("outcome", "backend_tls_error")]
+        ),
+        1.0
+    );
+}

@@ -202,6 +202,21 @@ pub struct RawHost {
     /// Active health checks of the backends (TCP connect probes); off when absent.
     #[serde(default)]
     pub health_check: Option<RawHealthCheck>,
+    /// Re-encrypt towards the backends with TLS; plain TCP when absent.
+    #[serde(default)]
+    pub backend_tls: Option<RawBackendTls>,
+}
+
+/// TLS towards the backends: tlsedge is the client and verifies the backend's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTls {
+    /// PEM file of the CA certificates that backend certificates must chain to.
+    pub ca: PathBuf,
+    /// The name sent as SNI and verified in the backend's certificate. Default: the backend
+    /// address's DNS name, or its IP address (which the certificate must then list).
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// Active health check settings: every `interval`, each backend gets a TCP connect probe.

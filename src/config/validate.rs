@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 
 use super::model::{
-    BalancePolicy, ClientAuthMode, ProxyProtocol, RawCert, RawClientAuth, RawConfig,
+    BalancePolicy, ClientAuthMode, ProxyProtocol, RawBackendTls, RawCert, RawClientAuth, RawConfig,
     RawHealthCheck, RawHost,
 };
 use super::problem::{Issue, Problem, Scope, Severity};
@@ -120,6 +120,19 @@ pub struct HostConfig {
     pub resumption: bool,
     /// Active health checks, if enabled.
     pub health_check: Option<HealthCheck>,
+    /// TLS towards the backends, if enabled.
+    pub backend_tls: Option<BackendTls>,
+}
+
+/// Loaded settings for TLS towards the backends.
+#[derive(Debug, Clone)]
+pub struct BackendTls {
+    /// Trusted CAs for backend certificates.
+    pub roots: Arc<RootCertStore>,
+    /// The name to send and verify, when not derived from each backend's address.
+    pub server_name: Option<ServerName<'static>>,
+    /// The CA file, for reload watching.
+    pub ca_path: PathBuf,
 }
 
 /// Validated active health check settings (see the model).
@@ -158,6 +171,9 @@ pub fn referenced_files(raw: &RawConfig, source: &Path) -> Vec<PathBuf> {
         }
         if let Some(auth) = &host.client_auth {
             files.push(base.join(&auth.ca));
+        }
+        if let Some(tls) = &host.backend_tls {
+            files.push(base.join(&tls.ca));
         }
     }
     files.extend(raw.sessions.ticket_key_file.as_ref().map(|f| base.join(f)));
@@ -404,8 +420,14 @@ impl Validator<'_> {
             .client_auth
             .as_ref()
             .and_then(|auth| self.client_auth(i, &at, auth));
-        // A host whose CA failed must never be served without client authentication.
+        let backend_tls = raw
+            .backend_tls
+            .as_ref()
+            .and_then(|tls| self.backend_tls(i, &at, tls));
+        // A host whose CA failed must never be served without client authentication, nor
+        // relay in plaintext what should be re-encrypted.
         let certs = certs.filter(|_| raw.client_auth.is_none() || client_auth.is_some());
+        let certs = certs.filter(|_| raw.backend_tls.is_none() || backend_tls.is_some());
         HostConfig {
             label,
             names,
@@ -418,6 +440,7 @@ impl Validator<'_> {
             proxy_protocol: raw.proxy_protocol,
             resumption: raw.resumption,
             health_check: raw.health_check.filter(|hc| self.health_check(&at, hc)),
+            backend_tls,
         }
     }
 
@@ -514,11 +537,47 @@ impl Validator<'_> {
     }
 
     fn client_auth(&mut self, i: usize, at: &str, raw: &RawClientAuth) -> Option<ClientAuth> {
-        let ca_path = self.base.join(&raw.ca);
         let place = format!("{at}: client_auth.ca");
+        let (roots, ca_path) = self.ca_roots(i, place, &raw.ca)?;
+        Some(ClientAuth {
+            roots,
+            mode: raw.mode,
+            ca_path,
+        })
+    }
+
+    fn backend_tls(&mut self, i: usize, at: &str, raw: &RawBackendTls) -> Option<BackendTls> {
+        let server_name = match &raw.server_name {
+            None => None,
+            Some(name) => match ServerName::try_from(name.as_str()) {
+                Ok(parsed) => Some(parsed.to_owned()),
+                Err(_) => {
+                    let issue = Issue::BadName { name: name.clone() };
+                    self.error(format!("{at}: backend_tls.server_name"), issue);
+                    return None;
+                }
+            },
+        };
+        let place = format!("{at}: backend_tls.ca");
+        let (roots, ca_path) = self.ca_roots(i, place, &raw.ca)?;
+        Some(BackendTls {
+            roots,
+            server_name,
+            ca_path,
+        })
+    }
+
+    /// Loads a PEM file of CA certificates (a problem of host `i`'s files when it fails).
+    fn ca_roots(
+        &mut self,
+        i: usize,
+        place: String,
+        raw: &Path,
+    ) -> Option<(Arc<RootCertStore>, PathBuf)> {
+        let ca_path = self.base.join(raw);
         let scope = Scope::HostFiles(i);
         let bad_ca = |reason: String| Issue::BadCa {
-            path: raw.ca.display().to_string(),
+            path: raw.display().to_string(),
             reason,
         };
         let pem = match certs::read(&ca_path) {
@@ -543,10 +602,6 @@ impl Validator<'_> {
             self.report(Severity::Error, scope, place, issue);
             return None;
         }
-        Some(ClientAuth {
-            roots: Arc::new(roots),
-            mode: raw.mode,
-            ca_path,
-        })
+        Some((Arc::new(roots), ca_path))
     }
 }

@@ -178,6 +178,15 @@ impl Metrics {
         });
     }
 
+    /// The TLS handshake with a backend failed (bad certificate, wrong name, not TLS, ...).
+    pub fn backend_tls_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
+        tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend TLS handshake failed");
+        self.with(|| {
+            counter!(BACKEND_TLS_ERRORS, "host" => host.to_owned(), "backend" => backend.to_owned())
+                .increment(1);
+        });
+    }
+
     /// A backend's DNS name failed to resolve; its last good addresses stay in use.
     pub fn resolve_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
         tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend name lookup failed");

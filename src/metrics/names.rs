@@ -19,6 +19,8 @@ pub const CONNECTIONS: &str = "tlsedge_connections_total";
 pub const CONNECTIONS_CLOSED: &str = "tlsedge_connections_closed_total";
 /// Failed backend connects `{host, backend}`.
 pub const BACKEND_CONNECT_ERRORS: &str = "tlsedge_backend_connect_errors_total";
+/// Failed TLS handshakes with backends `{host, backend}`.
+pub const BACKEND_TLS_ERRORS: &str = "tlsedge_backend_tls_errors_total";
 /// Failed DNS lookups of backend names `{host, backend}`.
 pub const RESOLVE_ERRORS: &str = "tlsedge_backend_resolve_errors_total";
 /// Failed active health probes `{host, backend}`.
@@ -57,9 +59,13 @@ pub(crate) fn describe_all() {
     describe_counter!(CONNECTIONS, "Client connections proxied to a host.");
     describe_counter!(
         CONNECTIONS_CLOSED,
-        "Proxied connections by outcome (ok, idle_timeout, no_backend, client_error, backend_error, shutdown)."
+        "Proxied connections by outcome (ok, idle_timeout, no_backend, client_error, backend_error, backend_tls_error)."
     );
     describe_counter!(BACKEND_CONNECT_ERRORS, "Failed TCP connects to backends.");
+    describe_counter!(
+        BACKEND_TLS_ERRORS,
+        "Failed TLS handshakes with backends (backend_tls)."
+    );
     describe_counter!(
         RESOLVE_ERRORS,
         "Failed DNS lookups of backend names (the last good addresses stay in use)."

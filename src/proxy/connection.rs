@@ -168,7 +168,31 @@ async fn proxy(
         tracing::debug!(error = %e, "writing PROXY header failed");
         return;
     }
-    let outcome = relay(&mut tls, &mut upstream, snapshot.timeouts.idle).await;
+    let idle = snapshot.timeouts.idle;
+    let outcome = match &host.upstream_tls {
+        None => relay(&mut tls, &mut upstream, idle).await,
+        Some(upstream_tls) => {
+            let backend = &host.pool.backends()[index].addr;
+            let secured = timeout(
+                snapshot.timeouts.backend_connect,
+                upstream_tls.connect(backend, upstream),
+            )
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+            match secured {
+                Ok(mut secure) => relay(&mut tls, &mut secure, idle).await,
+                Err(e) => {
+                    let label = &host.backend_labels[index];
+                    shared.metrics.backend_tls_failed(&host.label, label, &e);
+                    shared
+                        .metrics
+                        .proxied(&host.label, "backend_tls_error", 0, 0);
+                    let _ = timeout(ALERT_TIMEOUT, tls.shutdown()).await;
+                    return;
+                }
+            }
+        }
+    };
     let (label, error) = match &outcome.end {
         RelayEnd::Done => ("ok", None),
         RelayEnd::IdleTimeout => ("idle_timeout", None),

@@ -69,10 +69,72 @@ pub struct RelayOutcome {
     pub end: RelayEnd,
 }
 
+/// A backend stream the relay reads from without holding a buffer while it is idle.
+pub trait BackendRead {
+    /// Waits for data, then reads it into `buffer` (taken from the pool only then); returns
+    /// how many bytes, 0 at end of stream.
+    fn poll_read_pooled(
+        &mut self,
+        cx: &mut Context<'_>,
+        buffer: &mut Option<Box<[u8]>>,
+    ) -> Poll<io::Result<usize>>;
+}
+
+/// Plain TCP: wait for readability, then read straight into a pooled buffer.
+impl BackendRead for TcpStream {
+    fn poll_read_pooled(
+        &mut self,
+        cx: &mut Context<'_>,
+        buffer: &mut Option<Box<[u8]>>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.poll_read_ready(cx))?;
+            let buf = buffer.get_or_insert_with(take_buffer);
+            match self.try_read(buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(buf) = buffer.take() {
+                        give_buffer(buf);
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// TLS to the backend: copy out of the TLS library's plaintext buffer once it has data.
+impl<IO> BackendRead for tokio_rustls::client::TlsStream<IO>
+where
+    IO: tokio::io::AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_read_pooled(
+        &mut self,
+        cx: &mut Context<'_>,
+        buffer: &mut Option<Box<[u8]>>,
+    ) -> Poll<io::Result<usize>> {
+        let data = match ready!(Pin::new(&mut *self).poll_fill_buf(cx)) {
+            Ok(data) => data,
+            // Backends often close without close_notify; what they sent is complete.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Poll::Ready(Ok(0)),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let buf = buffer.get_or_insert_with(take_buffer);
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        Pin::new(&mut *self).consume(n);
+        Poll::Ready(Ok(n))
+    }
+}
+
 /// Relays until both directions are closed, an error, or `idle` without traffic.
-pub async fn relay<C>(client: &mut C, backend: &mut TcpStream, idle: Duration) -> RelayOutcome
+pub async fn relay<C, B>(client: &mut C, backend: &mut B, idle: Duration) -> RelayOutcome
 where
     C: AsyncBufRead + AsyncWrite + Unpin,
+    B: BackendRead + AsyncWrite + Unpin,
 {
     let mut state = Relay {
         up: Upstream::default(),
@@ -119,14 +181,15 @@ struct Relay {
 }
 
 impl Relay {
-    fn poll<C>(
+    fn poll<C, B>(
         &mut self,
         cx: &mut Context<'_>,
         client: &mut C,
-        backend: &mut TcpStream,
+        backend: &mut B,
     ) -> Poll<RelayEnd>
     where
         C: AsyncBufRead + AsyncWrite + Unpin,
+        B: BackendRead + AsyncWrite + Unpin,
     {
         let mut progress = false;
         if let Err(end) = self.poll_up(cx, client, backend, &mut progress) {
@@ -153,15 +216,16 @@ impl Relay {
     }
 
     /// Client → backend, straight out of the TLS library's plaintext buffer.
-    fn poll_up<C>(
+    fn poll_up<C, B>(
         &mut self,
         cx: &mut Context<'_>,
         client: &mut C,
-        backend: &mut TcpStream,
+        backend: &mut B,
         progress: &mut bool,
     ) -> Result<(), RelayEnd>
     where
         C: AsyncBufRead + AsyncWrite + Unpin,
+        B: BackendRead + AsyncWrite + Unpin,
     {
         while !self.up.eof {
             let data = match Pin::new(&mut *client).poll_fill_buf(cx) {
@@ -199,15 +263,16 @@ impl Relay {
     }
 
     /// Backend → client, through a buffer held only while bytes are in flight.
-    fn poll_down<C>(
+    fn poll_down<C, B>(
         &mut self,
         cx: &mut Context<'_>,
         client: &mut C,
-        backend: &mut TcpStream,
+        backend: &mut B,
         progress: &mut bool,
     ) -> Result<(), RelayEnd>
     where
         C: AsyncBufRead + AsyncWrite + Unpin,
+        B: BackendRead + AsyncWrite + Unpin,
     {
         let d = &mut self.down;
         loop {
@@ -233,10 +298,13 @@ impl Relay {
             if d.eof {
                 break;
             }
-            match read_ready(cx, backend, d) {
+            match backend.poll_read_pooled(cx, &mut d.buffer) {
                 Poll::Pending => break,
                 Poll::Ready(Ok(0)) => d.eof = true,
-                Poll::Ready(Ok(_)) => *progress = true,
+                Poll::Ready(Ok(n)) => {
+                    (d.pos, d.end) = (0, n);
+                    *progress = true;
+                }
                 Poll::Ready(Err(e)) => return Err(RelayEnd::Backend(e)),
             }
         }
@@ -256,30 +324,5 @@ impl Relay {
             }
         }
         Ok(())
-    }
-}
-
-/// Waits until the backend is readable, then reads into a pooled buffer.
-fn read_ready(
-    cx: &mut Context<'_>,
-    backend: &TcpStream,
-    d: &mut Downstream,
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(backend.poll_read_ready(cx))?;
-        let buffer = d.buffer.get_or_insert_with(take_buffer);
-        match backend.try_read(buffer) {
-            Ok(n) => {
-                d.pos = 0;
-                d.end = n;
-                return Poll::Ready(Ok(n));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Some(buffer) = d.buffer.take() {
-                    give_buffer(buffer);
-                }
-            }
-            Err(e) => return Poll::Ready(Err(e)),
-        }
     }
 }

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod names;
 pub mod resolver;
 pub mod tickets;
+pub mod upstream;
 
 use std::sync::Arc;
 

@@ -294,6 +294,16 @@ impl Backend {
 
     /// Starts a backend called `name` on `addr` (e.g. the address of one that was dropped).
     pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
+        Self::serve(name, addr, None).await
+    }
+
+    /// Starts a backend called `name` that speaks TLS with `config` (for `backend_tls`).
+    pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Self {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        Self::serve(name, SocketAddr::from(([127, 0, 0, 1], 0)), Some(acceptor)).await
+    }
+
+    async fn serve(name: &str, addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -311,8 +321,15 @@ impl Backend {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     open.fetch_add(1, Ordering::SeqCst);
                     let (name, open, first) = (name.clone(), Arc::clone(&open), Arc::clone(&first));
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        let _ = echo(stream, &name, &first).await;
+                        let _ = match tls {
+                            None => echo(stream, &name, &first).await,
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(stream) => echo(stream, &name, &first).await,
+                                Err(e) => Err(e),
+                            },
+                        };
                         open.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
@@ -350,8 +367,8 @@ impl Drop for Backend {
     }
 }
 
-async fn echo(
-    mut stream: TcpStream,
+async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
     name: &str,
     first: &Mutex<Vec<Vec<u8>>>,
 ) -> std::io::Result<()> {
