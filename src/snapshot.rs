@@ -7,8 +7,10 @@
 //! pointer store.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use rustls::ServerConfig;
 
 use crate::balance::{Backend, BackendAddr, BackendState, Pool};
@@ -42,6 +44,16 @@ pub struct Host {
     pub health_check: Option<HealthCheck>,
     /// TLS towards its backends, if enabled.
     pub upstream_tls: Option<UpstreamTls>,
+    /// Client networks allowed; empty allows every client.
+    pub allow: Vec<IpNet>,
+}
+
+impl Host {
+    /// Whether a client at `ip` may use this host.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// Everything a connection needs, consistent as a whole.
@@ -184,6 +196,7 @@ fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<
             .as_ref()
             .map(|settings| UpstreamTls::new(&tls.provider, settings))
             .transpose()?,
+        allow: host.allow.clone(),
     })
 }
 

@@ -254,3 +254,57 @@ async fn ocsp_response_is_stapled_and_follows_the_file() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn allow_lists_restrict_a_host_to_client_networks() {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    ecdsa(&site, "admin", &["admin.test"]);
+    ecdsa(&site, "public", &["public.test"]);
+    let body = format!(
+        "hosts:\n{}{}",
+        host(
+            &["admin.test"],
+            &["admin"],
+            &[backend.addr],
+            "    allow: [\"127.0.1.0/24\", \"::1\"]\n"
+        ),
+        host(&["public.test"], &["public"], &[backend.addr], "")
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let client = ClientOpts::default().build(&site.ca);
+    let from = |last| {
+        Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 1, last)),
+            0,
+        ))
+    };
+    let mut inside = common::connect_from(from(5), lb.addr, "admin.test", &client)
+        .await
+        .unwrap();
+    assert_eq!(common::read_reply(&mut inside).await.unwrap().backend, "b");
+    let err = hello(lb.addr, "admin.test", &client).await.unwrap_err();
+    assert_eq!(
+        alert_of(&err),
+        Some(rustls::AlertDescription::AccessDenied),
+        "{err}"
+    );
+    assert_eq!(
+        hello(lb.addr, "public.test", &client)
+            .await
+            .unwrap()
+            .backend,
+        "b"
+    );
+    let m = lb.metrics().await;
+    assert_eq!(
+        m.value("tlsedge_handshake_failures_total", &[("reason", "denied")]),
+        1.0
+    );
+    assert_eq!(
+        backend.accepted(),
+        2,
+        "a denied client never reaches a backend"
+    );
+}

@@ -205,6 +205,9 @@ pub struct RawHost {
     /// Re-encrypt towards the backends with TLS; plain TCP when absent.
     #[serde(default)]
     pub backend_tls: Option<RawBackendTls>,
+    /// Client addresses allowed to use this host (CIDRs or single IPs); empty allows all.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// TLS towards the backends: tlsedge is the client and verifies the backend's certificate.

@@ -48,6 +48,14 @@ pub enum Issue {
         /// What was written.
         value: String,
     },
+    /// An `allow` entry is neither a CIDR nor an IP address.
+    #[error(
+        "invalid address range {value:?} (expected e.g. 10.0.0.0/8, 2001:db8::/32 or 192.0.2.7)"
+    )]
+    BadCidr {
+        /// What was written.
+        value: String,
+    },
     /// A host name is not a valid exact or wildcard DNS name.
     #[error("invalid host name {name:?} (expected e.g. shop.example.com or *.example.com)")]
     BadName {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ipnet::IpNet;
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
@@ -122,6 +123,8 @@ pub struct HostConfig {
     pub health_check: Option<HealthCheck>,
     /// TLS towards the backends, if enabled.
     pub backend_tls: Option<BackendTls>,
+    /// Client networks allowed; empty allows every client.
+    pub allow: Vec<IpNet>,
 }
 
 /// Loaded settings for TLS towards the backends.
@@ -441,7 +444,27 @@ impl Validator<'_> {
             resumption: raw.resumption,
             health_check: raw.health_check.filter(|hc| self.health_check(&at, hc)),
             backend_tls,
+            allow: self.allow(&at, &raw.allow),
         }
+    }
+
+    fn allow(&mut self, at: &str, raw: &[String]) -> Vec<IpNet> {
+        let mut nets = Vec::with_capacity(raw.len());
+        for (a, text) in raw.iter().enumerate() {
+            let parsed = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => nets.push(net.trunc()),
+                Err(_) => {
+                    let issue = Issue::BadCidr {
+                        value: text.clone(),
+                    };
+                    self.error(format!("{at}: allow[{a}]"), issue);
+                }
+            }
+        }
+        nets
     }
 
     fn health_check(&mut self, at: &str, hc: &RawHealthCheck) -> bool {

@@ -34,6 +34,8 @@ pub enum HandshakeFailure {
     Protocol,
     /// Client certificate missing or invalid.
     ClientAuth,
+    /// The client's address is not in the host's `allow` list.
+    Denied,
     /// No common protocol version, cipher suite, signature scheme or ALPN protocol.
     Incompatible,
     /// The client aborted with an alert (often: it does not trust our certificate).
@@ -51,6 +53,7 @@ impl HandshakeFailure {
             Self::Timeout => "timeout",
             Self::Protocol => "protocol",
             Self::ClientAuth => "client_auth",
+            Self::Denied => "denied",
             Self::Incompatible => "incompatible",
             Self::ClientAlert => "client_alert",
             Self::Io => "io",

@@ -24,6 +24,8 @@ use crate::snapshot::{Host, Snapshot};
 /// A TLS alert record: fatal `unrecognized_name` (RFC 6066), sent in plaintext before any
 /// ServerHello when the SNI matches no host.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+/// A fatal `access_denied` alert, for clients outside a host's `allow` list.
+const ACCESS_DENIED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
 
 /// Serves one accepted client connection to its end.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr) {
@@ -85,6 +87,12 @@ async fn handshake(
         let _ = timeout(ALERT_TIMEOUT, io.write_all(&UNRECOGNIZED_NAME_ALERT)).await;
         return None;
     };
+    if !host.allows(client.ip()) {
+        fail(HandshakeFailure::Denied, &host.label);
+        let mut io = hello.io;
+        let _ = timeout(ALERT_TIMEOUT, io.write_all(&ACCESS_DENIED_ALERT)).await;
+        return None;
+    }
     let tls = match timeout_at(deadline, hello.into_stream(Arc::clone(&host.tls))).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
