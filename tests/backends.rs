@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use common::{
@@ -83,8 +84,8 @@ async fn no_backend_closes_the_client_cleanly_and_is_counted() {
     );
 }
 
-/// Parses a PROXY v2 header: (source, destination, authority TLV) for TCP over IPv4.
-fn parse_proxy_v2(bytes: &[u8]) -> (SocketAddr, SocketAddr, Option<String>) {
+/// Parses a PROXY v2 header: (source, destination, TLVs by type) for TCP over IPv4.
+fn parse_proxy_v2(bytes: &[u8]) -> (SocketAddr, SocketAddr, HashMap<u8, Vec<u8>>) {
     const SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
     assert!(bytes.len() >= 16, "short header: {bytes:?}");
     assert_eq!(&bytes[..12], SIGNATURE);
@@ -96,16 +97,20 @@ fn parse_proxy_v2(bytes: &[u8]) -> (SocketAddr, SocketAddr, Option<String>) {
     let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
     let source = SocketAddr::new(ip(&body[0..4]), port(&body[8..10]));
     let dest = SocketAddr::new(ip(&body[4..8]), port(&body[10..12]));
-    let mut tlvs = &body[12..];
-    let mut authority = None;
-    while tlvs.len() >= 3 {
-        let (kind, n) = (tlvs[0], usize::from(u16::from_be_bytes([tlvs[1], tlvs[2]])));
-        if kind == 0x02 {
-            authority = Some(String::from_utf8(tlvs[3..3 + n].to_vec()).unwrap());
-        }
-        tlvs = &tlvs[3 + n..];
+    (source, dest, parse_tlvs(&body[12..]))
+}
+
+fn parse_tlvs(mut bytes: &[u8]) -> HashMap<u8, Vec<u8>> {
+    let mut tlvs = HashMap::new();
+    while bytes.len() >= 3 {
+        let (kind, n) = (
+            bytes[0],
+            usize::from(u16::from_be_bytes([bytes[1], bytes[2]])),
+        );
+        tlvs.insert(kind, bytes[3..3 + n].to_vec());
+        bytes = &bytes[3 + n..];
     }
-    (source, dest, authority)
+    tlvs
 }
 
 #[tokio::test]
@@ -119,11 +124,16 @@ async fn proxy_protocol_v2_header_carries_client_and_sni() {
             &["pp.test"],
             &["pp"],
             &[backend.addr],
-            "    proxy_protocol: v2\n"
+            "    proxy_protocol: v2\n    alpn: [h2]\n    client_auth: { ca: ca.pem, mode: optional }\n"
         )
     );
     let lb = Lb::start(&site.config(&body)).await;
-    let client = ClientOpts::default().build(&site.ca);
+    let client = ClientOpts {
+        alpn: vec!["h2"],
+        identity: Some(common::client_identity(&site.ca)),
+        ..ClientOpts::default()
+    }
+    .build(&site.ca);
     let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, 7)), 0);
     let mut tls = connect_from(Some(local), lb.addr, "pp.test", &client)
         .await
@@ -137,10 +147,22 @@ async fn proxy_protocol_v2_header_carries_client_and_sni() {
     })
     .await;
     let first = backend.first_bytes().remove(0);
-    let (source, dest, authority) = parse_proxy_v2(&first);
+    let (source, dest, tlvs) = parse_proxy_v2(&first);
     assert_eq!(source, client_addr);
     assert_eq!(dest, lb.addr);
-    assert_eq!(authority.as_deref(), Some("pp.test"));
+    assert_eq!(tlvs[&0x02], b"pp.test", "authority = SNI");
+    assert_eq!(
+        tlvs.get(&0x01).map(Vec::as_slice),
+        Some(&b"h2"[..]),
+        "ALPN in {tlvs:?}"
+    );
+    // SSL TLV: over TLS with a verified client certificate, then version and client CN.
+    let ssl = &tlvs[&0x20];
+    assert_eq!(ssl[0], 0x01 | 0x02);
+    assert_eq!(&ssl[1..5], &[0, 0, 0, 0]);
+    let sub = parse_tlvs(&ssl[5..]);
+    assert_eq!(sub[&0x21], b"TLSv1.3");
+    assert_eq!(sub[&0x22], b"client.test");
     // The echo backend returns all it read: the header exactly once, then the payload untouched.
     let header_len = 16 + usize::from(u16::from_be_bytes([first[14], first[15]]));
     let mut echoed = vec![0_u8; header_len + 7];

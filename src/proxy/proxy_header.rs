@@ -1,5 +1,7 @@
-//! PROXY protocol v2 header towards backends: the client's address, our address, and the SNI
-//! as an authority TLV, so a backend sees who really connected and for which name.
+//! PROXY protocol v2 header towards backends: the client's address, our address, the SNI (an
+//! authority TLV), the negotiated ALPN protocol, and an SSL TLV with the TLS version, cipher and,
+//! when the client presented a verified certificate, its subject common name — what HAProxy's
+//! `send-proxy-v2-ssl-cn` sends, so a backend behind mutual TLS can tell who the client is.
 
 use std::net::SocketAddr;
 
@@ -18,12 +20,41 @@ pub(crate) fn build(
     sni: Option<&str>,
 ) -> Option<Vec<u8>> {
     let ProxyProtocol::V2 = host.proxy_protocol?;
-    let local = tls.get_ref().0.local_addr().ok()?;
-    v2(client, local, sni)
+    let (tcp, conn) = tls.get_ref();
+    let local = tcp.local_addr().ok()?;
+    let session = Session {
+        sni,
+        alpn: conn.alpn_protocol(),
+        version: match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            _ => "TLSv1.2",
+        },
+        cipher: conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or(""),
+        client_cn: conn
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|leaf| common_name(leaf)),
+        client_cert: conn.peer_certificates().is_some_and(|c| !c.is_empty()),
+    };
+    v2(client, local, &session)
+}
+
+/// What the header says about the TLS session.
+#[derive(Debug, Default)]
+pub(crate) struct Session<'a> {
+    pub(crate) sni: Option<&'a str>,
+    pub(crate) alpn: Option<&'a [u8]>,
+    pub(crate) version: &'a str,
+    pub(crate) cipher: &'a str,
+    pub(crate) client_cert: bool,
+    pub(crate) client_cn: Option<String>,
 }
 
 /// Encodes a v2 PROXY header for a TCP connection from `client` to `local`.
-pub(crate) fn v2(client: SocketAddr, local: SocketAddr, sni: Option<&str>) -> Option<Vec<u8>> {
+pub(crate) fn v2(client: SocketAddr, local: SocketAddr, session: &Session<'_>) -> Option<Vec<u8>> {
     // Both addresses must be of one family; map IPv4 to IPv6 when they differ.
     let (client, local) = match (client, local) {
         (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {
@@ -36,10 +67,49 @@ pub(crate) fn v2(client: SocketAddr, local: SocketAddr, sni: Option<&str>) -> Op
         Protocol::Stream,
         (client, local),
     );
-    if let Some(sni) = sni {
+    if let Some(alpn) = session.alpn {
+        builder = builder.write_tlv(Type::ALPN, alpn).ok()?;
+    }
+    if let Some(sni) = session.sni {
         builder = builder.write_tlv(Type::Authority, sni.as_bytes()).ok()?;
     }
+    builder = builder.write_tlv(Type::SSL, &ssl_tlv(session)).ok()?;
     builder.build().ok()
+}
+
+/// The PP2_TYPE_SSL value: client flags, verify result (0 = verified: rustls only completes a
+/// handshake whose client certificate verified), then sub-TLVs.
+fn ssl_tlv(session: &Session<'_>) -> Vec<u8> {
+    const CLIENT_SSL: u8 = 0x01;
+    const CLIENT_CERT_CONN: u8 = 0x02;
+    let mut flags = CLIENT_SSL;
+    if session.client_cert {
+        flags |= CLIENT_CERT_CONN;
+    }
+    let mut value = vec![flags, 0, 0, 0, 0];
+    let mut sub = |kind: Type, bytes: &[u8]| {
+        let Ok(len) = u16::try_from(bytes.len()) else {
+            return;
+        };
+        value.push(kind as u8);
+        value.extend_from_slice(&len.to_be_bytes());
+        value.extend_from_slice(bytes);
+    };
+    sub(Type::SSLVersion, session.version.as_bytes());
+    if let Some(cn) = &session.client_cn {
+        sub(Type::SSLCommonName, cn.as_bytes());
+    }
+    if !session.cipher.is_empty() {
+        sub(Type::SSLCipher, session.cipher.as_bytes());
+    }
+    value
+}
+
+/// The subject common name of a DER certificate.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
 }
 
 fn to_v6(addr: SocketAddr) -> SocketAddr {
@@ -57,7 +127,15 @@ mod tests {
     fn v2_header_carries_addresses_and_sni() {
         let client: SocketAddr = "192.0.2.7:40000".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:443".parse().unwrap();
-        let header = v2(client, local, Some("shop.example.com")).unwrap();
+        let session = Session {
+            sni: Some("shop.example.com"),
+            alpn: Some(b"h2"),
+            version: "TLSv1.3",
+            cipher: "TLS13_AES_128_GCM_SHA256",
+            client_cert: true,
+            client_cn: Some("client-7".into()),
+        };
+        let header = v2(client, local, &session).unwrap();
         let parsed = ppp::v2::Header::try_from(header.as_slice()).unwrap();
         match parsed.addresses {
             ppp::v2::Addresses::IPv4(a) => {
@@ -67,8 +145,19 @@ mod tests {
             }
             other => panic!("unexpected addresses {other:?}"),
         }
-        let tlv = parsed.tlvs().next().unwrap().unwrap();
-        assert_eq!(tlv.kind, Type::Authority as u8);
-        assert_eq!(&*tlv.value, b"shop.example.com");
+        let tlvs: Vec<_> = parsed.tlvs().map(Result::unwrap).collect();
+        assert_eq!(tlvs[0].kind, Type::ALPN as u8);
+        assert_eq!(&*tlvs[0].value, b"h2");
+        assert_eq!(tlvs[1].kind, Type::Authority as u8);
+        assert_eq!(&*tlvs[1].value, b"shop.example.com");
+        assert_eq!(tlvs[2].kind, Type::SSL as u8);
+        let ssl = &*tlvs[2].value;
+        assert_eq!(ssl[0], 0x03, "TLS, with a client certificate");
+        assert_eq!(&ssl[1..5], &[0, 0, 0, 0], "verified");
+        let sub = &ssl[5..];
+        assert_eq!(sub[0], Type::SSLVersion as u8);
+        assert_eq!(&sub[3..10], b"TLSv1.3");
+        assert_eq!(sub[10], Type::SSLCommonName as u8);
+        assert_eq!(&sub[13..21], b"client-7");
     }
 }
