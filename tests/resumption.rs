@@ -285,6 +285,9 @@ async fn a_session_from_one_host_is_refused_by_another() {
         m.value(HANDSHAKES, &[("host", "other.test"), ("resumed", "true")]),
         0.0
     );
+    // The refused tickets are counted by reason (session IDs are simply not found).
+    let rejected = m.value("tlsedge_ticket_rejections_total", &[("reason", "invalid")]);
+    assert!(rejected >= 1.0, "{rejected}");
 }
 
 #[tokio::test]
@@ -467,6 +470,12 @@ async fn fleet_shares_tickets_until_their_key_is_rotated_out() {
         !reply.resumed,
         "a ticket sealed with a removed key must not resume"
     );
+    let m = f.a.metrics().await;
+    let unknown = m.value(
+        "tlsedge_ticket_rejections_total",
+        &[("reason", "unknown_key")],
+    );
+    assert_eq!(unknown, 1.0);
     // The new ticket (new key) resumes on the other server again.
     assert!(hello(f.b.addr, "app.test", &client).await.unwrap().resumed);
     assert_eq!(store.offered(), 3);

@@ -41,6 +41,8 @@ pub const HOST_CERT_STALE: &str = "tlsedge_host_certificate_stale";
 pub const CONFIG_LAST_SUCCESS: &str = "tlsedge_config_last_reload_success_timestamp_seconds";
 /// Ticket keys loaded.
 pub const TICKET_KEYS_LOADED: &str = "tlsedge_ticket_keys_loaded";
+/// Presented tickets that did not resume `{reason}`.
+pub const TICKET_REJECTIONS: &str = "tlsedge_ticket_rejections_total";
 /// Age of the current ticket encryption key.
 pub const TICKET_KEY_AGE: &str = "tlsedge_ticket_key_age_seconds";
 /// Failed accept() calls.

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use super::names::*;
 use crate::runtime::Runtime;
+use crate::tls::tickets::Rejection;
 
 /// Appends the state gauges of `rt` in Prometheus text format.
 pub(crate) fn render(rt: &Runtime, out: &mut String) {
@@ -72,6 +73,18 @@ pub(crate) fn render(rt: &Runtime, out: &mut String) {
     );
     let age = tickets.key_age(SystemTime::now()).as_secs();
     let _ = writeln!(out, "{TICKET_KEY_AGE} {age}");
+    let _ = writeln!(
+        out,
+        "# HELP {TICKET_REJECTIONS} Presented session tickets that did not resume (a full handshake followed).\n# TYPE {TICKET_REJECTIONS} counter"
+    );
+    for reason in Rejection::ALL {
+        let n = tickets.rejected(reason);
+        let _ = writeln!(
+            out,
+            "{TICKET_REJECTIONS}{{reason=\"{}\"}} {n}",
+            reason.as_str()
+        );
+    }
     header(
         out,
         CONFIG_GENERATION,

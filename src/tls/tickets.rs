@@ -105,11 +105,46 @@ struct KeySet {
     source: Option<Vec<[u8; KEY_LEN]>>,
 }
 
+/// Why a presented ticket did not resume (the client then gets a full handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Too short or otherwise not one of our tickets.
+    Malformed,
+    /// Its key is not loaded (rotated out, or from another fleet).
+    UnknownKey,
+    /// It does not decrypt for this host: issued for another host or client-auth policy, or
+    /// tampered with.
+    Invalid,
+    /// Older than the ticket lifetime.
+    Expired,
+}
+
+impl Rejection {
+    /// Every reason, in metric order.
+    pub const ALL: [Self; 4] = [
+        Self::Malformed,
+        Self::UnknownKey,
+        Self::Invalid,
+        Self::Expired,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnknownKey => "unknown_key",
+            Self::Invalid => "invalid",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 /// The process-wide ticket key set.
 pub struct TicketKeys {
     set: ArcSwap<KeySet>,
     lifetime: Duration,
     rotate_every: Duration,
+    rejected: [std::sync::atomic::AtomicU64; 4],
 }
 
 impl std::fmt::Debug for TicketKeys {
@@ -134,6 +169,7 @@ impl TicketKeys {
             }),
             lifetime,
             rotate_every,
+            rejected: Default::default(),
         })
     }
 
@@ -147,6 +183,7 @@ impl TicketKeys {
             }),
             lifetime,
             rotate_every: lifetime,
+            rejected: Default::default(),
         };
         keys.load_file(path)?;
         Ok(keys)
@@ -235,6 +272,16 @@ impl TicketKeys {
         self.set.load().keys.len()
     }
 
+    /// Tickets that did not resume, by reason, since start.
+    pub fn rejected(&self, reason: Rejection) -> u64 {
+        self.rejected[reason as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn reject<T>(&self, reason: Rejection) -> Option<T> {
+        self.rejected[reason as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        None
+    }
+
     /// How long the current encryption key has been encrypting (or, from a file, since this
     /// process first saw it).
     pub fn key_age(&self, now: SystemTime) -> Duration {
@@ -293,23 +340,31 @@ impl ProducesTickets for HostTicketer {
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let keys = &self.keys;
         if cipher.len() < NAME_LEN + NONCE_LEN + TIME_LEN + TAG_LEN {
-            return None;
+            return keys.reject(Rejection::Malformed);
         }
         let (name, rest) = cipher.split_at(NAME_LEN);
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let set = self.keys.set.load();
-        let key = set.keys.iter().find(|k| k.name() == name)?;
+        let set = keys.set.load();
+        let Some(key) = set.keys.iter().find(|k| k.name() == name) else {
+            return keys.reject(Rejection::UnknownKey);
+        };
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buf = sealed.to_vec();
-        let plain = key
+        let Ok(plain) = key
             .aead
             .open_in_place(nonce, Aad::from(self.context), &mut buf)
-            .ok()?;
+        else {
+            return keys.reject(Rejection::Invalid);
+        };
         let (issued, state) = plain.split_at(TIME_LEN);
         let issued = u64::from_be_bytes(issued.try_into().ok()?);
         let age = unix_now().saturating_sub(issued);
-        (age <= self.keys.lifetime.as_secs()).then(|| state.to_vec())
+        if age > keys.lifetime.as_secs() {
+            return keys.reject(Rejection::Expired);
+        }
+        Some(state.to_vec())
     }
 }
 
@@ -413,6 +468,17 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(a.decrypt(&tampered), None);
         assert_eq!(a.decrypt(&ticket[..20]), None);
+        let mut foreign = ticket;
+        foreign[0] ^= 0xff; // a key name we never had
+        assert_eq!(a.decrypt(&foreign), None);
+        assert_eq!(
+            keys.rejected(Rejection::Invalid),
+            2,
+            "other host + tampered"
+        );
+        assert_eq!(keys.rejected(Rejection::Malformed), 1);
+        assert_eq!(keys.rejected(Rejection::UnknownKey), 1);
+        assert_eq!(keys.rejected(Rejection::Expired), 0);
     }
 
     #[test]
