@@ -1,0 +1,299 @@
+//! Validation of one `hosts[]` entry: names, certificates and keys, backends, TLS settings,
+//! client auth, TLS to backends, allow lists and health checks. Problems with the host's files
+//! are scoped to the host, so a reload can keep its last good certificate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use super::{BackendConfig, BackendTls, ClientAuth, EXPIRY_WARNING, HostConfig, Validator};
+use crate::balance::BackendAddr;
+use crate::config::model::{RawBackendTls, RawCert, RawClientAuth, RawHealthCheck, RawHost};
+use crate::config::problem::{Issue, Scope, Severity};
+use crate::tls::certs::{self, LoadedCert};
+use crate::tls::names::{HostName, NameIndex};
+
+impl Validator<'_> {
+    pub(super) fn host(&mut self, i: usize, raw: &RawHost, index: &mut NameIndex) -> HostConfig {
+        let label = raw.names.first().map_or_else(String::new, |n| {
+            n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase()
+        });
+        let at = format!("hosts[{i}] ({label})");
+        if raw.names.is_empty() {
+            self.error(format!("{at}: names"), Issue::Empty);
+        }
+        let mut names = Vec::new();
+        for (n, name) in raw.names.iter().enumerate() {
+            let Some(parsed) = HostName::parse(name) else {
+                let issue = Issue::BadName { name: name.clone() };
+                self.error(format!("{at}: names[{n}]"), issue);
+                continue;
+            };
+            if let Some(other) = index.insert(&parsed, i) {
+                let issue = Issue::DuplicateName {
+                    name: parsed.to_string(),
+                    other,
+                };
+                self.error(format!("{at}: names[{n}]"), issue);
+            }
+            names.push(parsed);
+        }
+        let certs = self.host_certs(i, &at, &raw.certs, &names);
+        if raw.backends.is_empty() {
+            self.error(format!("{at}: backends"), Issue::Empty);
+        }
+        let mut backends = Vec::new();
+        for (b, backend) in raw.backends.iter().enumerate() {
+            let addr = BackendAddr::parse(&backend.address);
+            if addr.is_none() {
+                let issue = Issue::BadBackendAddress {
+                    value: backend.address.clone(),
+                };
+                self.error(format!("{at}: backends[{b}].address"), issue);
+            }
+            if !(1..=1000).contains(&backend.weight) {
+                let issue = Issue::BadWeight {
+                    weight: backend.weight,
+                };
+                self.error(format!("{at}: backends[{b}].weight"), issue);
+            }
+            if let Some(addr) = addr {
+                let weight = backend.weight.clamp(1, 1000);
+                backends.push(BackendConfig { addr, weight });
+            }
+        }
+        let allow_tls12 = match raw.min_tls.as_str() {
+            "1.2" => true,
+            "1.3" => false,
+            other => {
+                let issue = Issue::BadTlsVersion {
+                    value: other.to_owned(),
+                };
+                self.error(format!("{at}: min_tls"), issue);
+                true
+            }
+        };
+        let mut alpn = Vec::new();
+        for (a, proto) in raw.alpn.iter().enumerate() {
+            if proto.is_empty() || proto.len() > 255 {
+                let issue = Issue::BadAlpn {
+                    value: proto.clone(),
+                };
+                self.error(format!("{at}: alpn[{a}]"), issue);
+            } else {
+                alpn.push(proto.as_bytes().to_vec());
+            }
+        }
+        let client_auth = raw
+            .client_auth
+            .as_ref()
+            .and_then(|auth| self.client_auth(i, &at, auth));
+        let backend_tls = raw
+            .backend_tls
+            .as_ref()
+            .and_then(|tls| self.backend_tls(i, &at, tls));
+        // A host whose CA failed must never be served without client authentication, nor
+        // relay in plaintext what should be re-encrypted.
+        let certs = certs.filter(|_| raw.client_auth.is_none() || client_auth.is_some());
+        let certs = certs.filter(|_| raw.backend_tls.is_none() || backend_tls.is_some());
+        HostConfig {
+            label,
+            names,
+            certs,
+            backends,
+            balance: raw.balance,
+            alpn,
+            allow_tls12,
+            client_auth,
+            proxy_protocol: raw.proxy_protocol,
+            resumption: raw.resumption,
+            health_check: raw.health_check.filter(|hc| self.health_check(&at, hc)),
+            backend_tls,
+            allow: self.allow(&at, &raw.allow),
+        }
+    }
+
+    fn allow(&mut self, at: &str, raw: &[String]) -> Vec<IpNet> {
+        let mut nets = Vec::with_capacity(raw.len());
+        for (a, text) in raw.iter().enumerate() {
+            let parsed = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => nets.push(net.trunc()),
+                Err(_) => {
+                    let issue = Issue::BadCidr {
+                        value: text.clone(),
+                    };
+                    self.error(format!("{at}: allow[{a}]"), issue);
+                }
+            }
+        }
+        nets
+    }
+
+    fn health_check(&mut self, at: &str, hc: &RawHealthCheck) -> bool {
+        let before = self.problems.len();
+        for (field, zero) in [
+            ("interval", hc.interval.is_zero()),
+            ("timeout", hc.timeout.is_zero()),
+            ("fall", hc.fall == 0),
+            ("rise", hc.rise == 0),
+        ] {
+            if zero {
+                self.error(format!("{at}: health_check.{field}"), Issue::Zero);
+            }
+        }
+        self.problems.len() == before
+    }
+
+    fn host_certs(
+        &mut self,
+        i: usize,
+        at: &str,
+        raw: &[RawCert],
+        names: &[HostName],
+    ) -> Option<Vec<LoadedCert>> {
+        if raw.is_empty() {
+            self.error(format!("{at}: certs"), Issue::Empty);
+            return None;
+        }
+        let scope = Scope::HostFiles(i);
+        let mut loaded = Vec::new();
+        let mut failed = false;
+        for (c, pair) in raw.iter().enumerate() {
+            let place = format!("{at}: certs[{c}]");
+            let (cert_path, key_path) = (self.base.join(&pair.cert), self.base.join(&pair.key));
+            self.check_key_permissions(scope, &place, &key_path);
+            let ocsp_path = pair.ocsp.as_ref().map(|p| self.base.join(p));
+            let result = certs::load_pair(&cert_path, &key_path, self.provider)
+                .and_then(|cert| cert.with_ocsp(ocsp_path.as_deref()));
+            let cert = match result {
+                Ok(cert) => cert,
+                Err(e) => {
+                    self.report(Severity::Error, scope, place, e.into());
+                    failed = true;
+                    continue;
+                }
+            };
+            let file = pair.cert.display().to_string();
+            for name in names {
+                if !name.covered_by(&cert.names) {
+                    let issue = Issue::NameNotCovered {
+                        name: name.to_string(),
+                        cert: file.clone(),
+                        covers: cert.names.join(", "),
+                    };
+                    self.report(Severity::Error, scope, place.clone(), issue);
+                    failed = true;
+                }
+            }
+            let left = cert.not_after - self.now;
+            if left <= 0 {
+                let issue = Issue::Expired {
+                    cert: file,
+                    not_after: cert.not_after,
+                };
+                self.report(Severity::Error, scope, place, issue);
+                failed = true;
+            } else if left < EXPIRY_WARNING.as_secs() as i64 {
+                let issue = Issue::ExpiresSoon {
+                    cert: file,
+                    days: left / 86_400,
+                };
+                self.report(Severity::Warning, scope, place, issue);
+            }
+            loaded.push(cert);
+        }
+        // ECDSA first: the resolver offers the first certificate whose key the client can use.
+        loaded.sort_by_key(|c| c.algorithm);
+        (!failed).then_some(loaded)
+    }
+
+    fn check_key_permissions(&mut self, scope: Scope, place: &str, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(key) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o044 != 0 {
+                let issue = Issue::KeyPermissions {
+                    path: key.display().to_string(),
+                    mode,
+                };
+                self.report(Severity::Warning, scope, format!("{place}.key"), issue);
+            }
+        }
+    }
+
+    fn client_auth(&mut self, i: usize, at: &str, raw: &RawClientAuth) -> Option<ClientAuth> {
+        let place = format!("{at}: client_auth.ca");
+        let (roots, ca_path) = self.ca_roots(i, place, &raw.ca)?;
+        Some(ClientAuth {
+            roots,
+            mode: raw.mode,
+            ca_path,
+        })
+    }
+
+    fn backend_tls(&mut self, i: usize, at: &str, raw: &RawBackendTls) -> Option<BackendTls> {
+        let server_name = match &raw.server_name {
+            None => None,
+            Some(name) => match ServerName::try_from(name.as_str()) {
+                Ok(parsed) => Some(parsed.to_owned()),
+                Err(_) => {
+                    let issue = Issue::BadName { name: name.clone() };
+                    self.error(format!("{at}: backend_tls.server_name"), issue);
+                    return None;
+                }
+            },
+        };
+        let place = format!("{at}: backend_tls.ca");
+        let (roots, ca_path) = self.ca_roots(i, place, &raw.ca)?;
+        Some(BackendTls {
+            roots,
+            server_name,
+            ca_path,
+        })
+    }
+
+    /// Loads a PEM file of CA certificates (a problem of host `i`'s files when it fails).
+    fn ca_roots(
+        &mut self,
+        i: usize,
+        place: String,
+        raw: &Path,
+    ) -> Option<(Arc<RootCertStore>, PathBuf)> {
+        let ca_path = self.base.join(raw);
+        let scope = Scope::HostFiles(i);
+        let bad_ca = |reason: String| Issue::BadCa {
+            path: raw.display().to_string(),
+            reason,
+        };
+        let pem = match certs::read(&ca_path) {
+            Ok(pem) => pem,
+            Err(e) => {
+                self.report(Severity::Error, scope, place, e.into());
+                return None;
+            }
+        };
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let added = cert
+                .map_err(|e| e.to_string())
+                .and_then(|c| roots.add(c).map_err(|e| e.to_string()));
+            if let Err(reason) = added {
+                self.report(Severity::Error, scope, place, bad_ca(reason));
+                return None;
+            }
+        }
+        if roots.is_empty() {
+            let issue = bad_ca("the file holds no certificate".into());
+            self.report(Severity::Error, scope, place, issue);
+            return None;
+        }
+        Some((Arc::new(roots), ca_path))
+    }
+}
