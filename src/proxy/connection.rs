@@ -33,7 +33,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, client: Socket
     let span = tracing::debug_span!("conn", client.addr = %client);
     async move {
         shared.metrics.connection_opened();
-        if let Some((tls, host, info)) = handshake(&shared, &snapshot, stream, client).await {
+        // The handshake and the backend connect run in boxed futures: their state (several
+        // KiB) is freed when they finish instead of sizing the task for its whole life, which
+        // is mostly spent idle in the relay.
+        let handshake = Box::pin(handshake(&shared, &snapshot, stream, client));
+        if let Some((tls, host, info)) = handshake.await {
             proxy(&shared, &snapshot, tls, &host, client, info).await;
         }
         shared.metrics.connection_closed();
@@ -54,7 +58,7 @@ async fn handshake(
     snapshot: &Snapshot,
     stream: TcpStream,
     client: SocketAddr,
-) -> Option<(TlsStream<TcpStream>, Arc<Host>, Negotiated)> {
+) -> Option<(Box<TlsStream<TcpStream>>, Arc<Host>, Negotiated)> {
     let started = Instant::now();
     // One deadline for the whole handshake: ClientHello and the rest share the budget.
     let deadline = started + snapshot.timeouts.handshake;
@@ -94,7 +98,9 @@ async fn handshake(
         return None;
     }
     let tls = match timeout_at(deadline, hello.into_stream(Arc::clone(&host.tls))).await {
-        Ok(Ok(tls)) => tls,
+        // Boxed: the stream (over 1 KiB) is then one allocation, not a field of every future
+        // it passes through.
+        Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(e)) => {
             fail(classify(&e), &e.to_string());
             return None;
@@ -152,14 +158,14 @@ fn classify(error: &std::io::Error) -> HandshakeFailure {
 async fn proxy(
     shared: &Shared,
     snapshot: &Snapshot,
-    mut tls: TlsStream<TcpStream>,
+    mut tls: Box<TlsStream<TcpStream>>,
     host: &Host,
     client: SocketAddr,
     negotiated: Negotiated,
 ) {
     let started = Instant::now();
     shared.metrics.routed(&host.label);
-    let connected = backend::connect(shared, snapshot, host, client).await;
+    let connected = Box::pin(backend::connect(shared, snapshot, host, client)).await;
     let (mut upstream, index, _active) = match connected {
         Ok(found) => found,
         Err(e @ BackendError::NoneAvailable) => {
@@ -178,17 +184,17 @@ async fn proxy(
     }
     let idle = snapshot.timeouts.idle;
     let outcome = match &host.upstream_tls {
-        None => relay(&mut tls, &mut upstream, idle).await,
+        None => relay(&mut *tls, &mut upstream, idle).await,
         Some(upstream_tls) => {
             let backend = &host.pool.backends()[index].addr;
             let secured = timeout(
                 snapshot.timeouts.backend_connect,
-                upstream_tls.connect(backend, upstream),
+                Box::pin(upstream_tls.connect(backend, upstream)),
             )
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
             match secured {
-                Ok(mut secure) => relay(&mut tls, &mut secure, idle).await,
+                Ok(mut secure) => relay(&mut *tls, &mut *secure, idle).await,
                 Err(e) => {
                     let label = &host.backend_labels[index];
                     shared.metrics.backend_tls_failed(&host.label, label, &e);

@@ -58,14 +58,15 @@ impl UpstreamTls {
         }
     }
 
-    /// Runs the TLS handshake with a connected backend.
+    /// Runs the TLS handshake with a connected backend. The stream comes boxed: it is over
+    /// 1 KiB, and a relay holds it for the connection's whole life.
     pub async fn connect(
         &self,
         backend: &BackendAddr,
         stream: TcpStream,
-    ) -> std::io::Result<TlsStream<TcpStream>> {
+    ) -> std::io::Result<Box<TlsStream<TcpStream>>> {
         let peer = stream.peer_addr()?.ip();
         let name = self.server_name(backend, peer);
-        self.connector.connect(name, stream).await
+        self.connector.connect(name, stream).await.map(Box::new)
     }
 }
