@@ -353,7 +353,7 @@ struct Tally {
     /// Connect + handshake latency, microseconds (full, resumed, idle).
     handshake_us: Vec<u32>,
     /// What the first handshake negotiated.
-    negotiated: Option<(String, String, String)>,
+    negotiated: Option<(String, String, String, String)>,
 }
 
 impl Tally {
@@ -382,7 +382,21 @@ impl Tally {
             let kx = conn
                 .negotiated_key_exchange_group()
                 .map_or_else(String::new, |g| format!("{:?}", g.name()));
-            self.negotiated = Some((version, cipher, kx));
+            // The leaf's key type: its CA is of the same family, so the OID alone tells.
+            let key = conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map_or("", |leaf| {
+                    let der = leaf.as_ref();
+                    if contains(der, RSA_ENCRYPTION_OID) {
+                        "rsa"
+                    } else if contains(der, EC_PUBLIC_KEY_OID) {
+                        "ecdsa"
+                    } else {
+                        "other"
+                    }
+                });
+            self.negotiated = Some((version, cipher, kx, key.to_owned()));
         }
     }
 
@@ -401,6 +415,16 @@ impl Tally {
             self.negotiated = other.negotiated;
         }
     }
+}
+
+/// DER of the OIDs rsaEncryption (1.2.840.113549.1.1.1) and id-ecPublicKey (1.2.840.10045.2.1).
+const RSA_ENCRYPTION_OID: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+];
+const EC_PUBLIC_KEY_OID: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn micros(d: Duration) -> u32 {
@@ -537,7 +561,7 @@ fn report(
 ) -> String {
     tally.latency_us.sort_unstable();
     tally.handshake_us.sort_unstable();
-    let (version, cipher, kx) = tally.negotiated.clone().unwrap_or_default();
+    let (version, cipher, kx, server_key) = tally.negotiated.clone().unwrap_or_default();
     let handshakes = tally.resumed + tally.full;
     let mut fields = vec![
         (
@@ -585,6 +609,7 @@ fn report(
         ("version", json_str(&version)),
         ("cipher", json_str(&cipher)),
         ("kx", json_str(&kx)),
+        ("server_key", json_str(&server_key)),
         ("client_kx_pinned", json_str("X25519")),
     ];
     if scenario == Scenario::Idle {

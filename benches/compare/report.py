@@ -133,6 +133,19 @@ def main():
             srv = f"{sr:,} / {sf:,} ({100 * sr / (sr + sf):.1f} % resumed)" if sr + sf else "–"
             w(f"| {tag} | " + " | ".join(cells) + f" | {srv} |")
         w("")
+        w("## What was negotiated (first connection of each run, client-side)")
+        w("")
+        w("| scenario | " + " | ".join(NAMES[c] for c in present) + " |")
+        w("|" + "---|" * (1 + len(present)))
+        for tag in ["full-ecdsa", "full-rsa", "resumed", "keepalive", "bulk"]:
+            if not any((tag, c) in by for c in present):
+                continue
+            cells = []
+            for c in present:
+                seen = sorted({f"{r.get('version', '')} {r.get('cipher', '')} {r.get('kx', '')} {r.get('server_key', '')} cert".strip() for r in by.get((tag, c), [])})
+                cells.append("; ".join(seen) or "–")
+            w(f"| {tag} | " + " | ".join(cells) + " |")
+        w("")
     idle_tags = sorted({t for (t, _) in by if t.startswith("idle-")}, key=lambda t: int(t.split("-")[1]))
     if idle_tags:
         w("## Memory per idle proxied TLS connection (RSS growth, KiB / connection; lower is better)")

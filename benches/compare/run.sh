@@ -328,7 +328,7 @@ stop_contender() {
 measure() {
     local who=$1 round=$2 tag=$3
     shift 3
-    local c0 c1 h0="0 0" h1="0 0" t0 t1 out
+    local c0 c1 h0="0 0" h1="0 0" t0 t1 out r0 f0 r1 f1
     [[ $who == tlsedge* ]] && h0=$(tlsedge_handshakes)
     c0=$(cpu_ticks "$CONTENDER_PID")
     t0=$(now_ms)
@@ -460,9 +460,11 @@ if ((EXTRA)) && [[ " $ONLY " == *" tlsedge "* ]]; then
             echo "reload:"
             echo "  watch: false"
             echo "hosts:"
-            for ((i = 0; i < count; i++)); do
-                tlsedge_host "h$i.bench.test" "$PKI/wildcard.pem:$PKI/wildcard.key"
-            done
+            awk -v n="$count" -v cert="$PKI/wildcard.pem" -v key="$PKI/wildcard.key" \
+                -v b1="$BACKEND1" -v b2="$BACKEND2" 'BEGIN {
+                for (i = 0; i < n; i++)
+                    printf "  - names: [h%d.bench.test]\n    certs:\n      - { cert: %s, key: %s }\n    backends:\n      - { address: \"127.0.0.1:%s\" }\n      - { address: \"127.0.0.1:%s\" }\n    balance: round_robin\n", i, cert, key, b1, b2
+            }'
         } | write_tlsedge_config "$WORK/hosts-$count.yaml"
     done
     for ((round = 1; round <= ROUNDS; round++)); do
