@@ -177,7 +177,7 @@ def main():
     if host_tags:
         w("## Scenario 7 (tlsedge): 10,000 hosts vs 1 host")
         w("")
-        w("Every host has one exact name `hN.bench.test` and shares one wildcard ECDSA certificate file (loaded once per host). Start-up: process start → `/readyz` 200. Reload: SIGHUP after changing the file → `configuration reloaded` logged. Handshakes spread over all names.")
+        w("Every host has one exact name `hN.bench.test` and shares one wildcard ECDSA certificate file (loaded once per host). Start-up: process start → TLS and admin ports accept connections (polled every 10 ms). Reload: SIGHUP after changing the file → `configuration reloaded` logged. Handshakes spread over all names.")
         w("")
         w("| hosts | start-up ms | reload ms | RSS after start MiB | RSS after reload MiB | full handshakes conn/s | server CPU µs / conn |")
         w("|---|---|---|---|---|---|---|")

@@ -12,7 +12,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SMOKE=0 ROUNDS=5 DUR=10 IDLE_COUNTS="2000 10000" ONLY="tlsedge haproxy nginx" EXTRA=1 KEEP=0
+SMOKE=0 ROUNDS=5 DUR=10 IDLE_COUNTS="" ONLY="tlsedge haproxy nginx" EXTRA=1 KEEP=0
 while (($#)); do
     case $1 in
         --smoke) SMOKE=1 ;;
@@ -27,7 +27,8 @@ while (($#)); do
     esac
     shift
 done
-if ((SMOKE)); then ROUNDS=1 DUR=1 IDLE_COUNTS="500 2000"; fi
+if ((SMOKE)); then ROUNDS=1 DUR=1 IDLE_COUNTS=${IDLE_COUNTS:-"500 2000"}; fi
+IDLE_COUNTS=${IDLE_COUNTS:-"2000 10000"}
 
 PB=${PORT_BASE:-28000}
 TLS_PORT=$((PB + 443)) ADMIN_PORT=$((PB + 901)) BACKEND1=$((PB + 81)) BACKEND2=$((PB + 82))
@@ -315,6 +316,7 @@ start_contender() { # name [tlsedge config]
     STARTED+=("$CONTENDER_PID")
     wait_port "$TLS_PORT" 120
     if [[ $1 == tlsedge ]]; then wait_port "$ADMIN_PORT"; fi
+    READY_MS=$(now_ms)
     sleep 0.2 # let nginx fork its worker
 }
 stop_contender() {
@@ -473,8 +475,8 @@ if ((EXTRA)) && [[ " $ONLY " == *" tlsedge "* ]]; then
             export TLSEDGE_LOG="warn,tlsedge::reload=info"
             t0=$(now_ms)
             start_contender tlsedge "$WORK/hosts-$count.yaml"
-            until curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null; do sleep 0.01; done
-            t1=$(now_ms)
+            t1=$READY_MS
+            curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null
             rss=$(rss_kib "$CONTENDER_PID")
             # Reload: change the file's bytes, SIGHUP, wait for the "configuration reloaded" log.
             before=$(grep -c "configuration reloaded" "$CONTENDER_LOG" || true)
