@@ -32,6 +32,13 @@ def fmt(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
+def spread(runs, key):
+    values = [r.get(key) for r in runs if r.get(key) is not None]
+    if len(values) < 2:
+        return ""
+    return f" ({min(values):,.0f}–{max(values):,.0f})"
+
+
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return "–"
@@ -55,7 +62,7 @@ def main():
     w(f"- CPU: {env.get('CPU_MODEL', '?')}. Contenders pinned to CPU 0 (`taskset -c 0`), load generator and nginx backends to CPU 1.")
     w(f"- Versions: {env.get('VER_TLSEDGE', '?')}; {env.get('VER_HAPROXY', '?')}; {env.get('VER_NGINX', '?')}.")
     w("- Client: `benches/loadgen.rs` (rustls, aws-lc-rs), TLS 1.3, key exchange pinned to X25519, cipher TLS13_AES_256_GCM_SHA384, ECDSA P-256 certificates unless the scenario says RSA-2048.")
-    w(f"- Machine load (1/5/15 min) at start: {env.get('START_LOAD', '?')}, at end: {env.get('END_LOAD', '?')}. Top processes at start: {env.get('OTHERS_START', '?')} at end: {env.get('OTHERS_END', '?')}")
+    w(f"- Machine load (1/5/15 min) at start: {env.get('START_LOAD', '?')}, at end: {env.get('END_LOAD', '?')}. Processes above 5 % CPU at start: {env.get('OTHERS_START') or 'none'} at end: {env.get('OTHERS_END') or 'none'}")
     try:
         if float(env.get("START_LOAD", "0").split()[0]) > 0.3:
             w("- **Other jobs were running on this machine** during the run (load average above): absolute figures are noisy; ratios of interleaved medians are the robust part.")
@@ -63,6 +70,10 @@ def main():
         pass
     if env.get("IDLE_NOTE"):
         w(f"- Note: {env['IDLE_NOTE']}.")
+    shares = [r.get("other_on_server_cpu") for r in rows if r.get("other_on_server_cpu") is not None]
+    cshares = [r.get("other_on_client_cpu") for r in rows if r.get("other_on_client_cpu") is not None]
+    if shares:
+        w(f"- Interference: busy time of each pinned CPU not charged to our processes during the measured runs (`/proc/stat` minus the contender, backends and load generator: other jobs, plus softirq time not charged to any process): server CPU 0 median {100 * statistics.median(shares):.0f} % (max {100 * max(shares):.0f} %), client CPU 1 median {100 * statistics.median(cshares):.0f} % (max {100 * max(cshares):.0f} %).")
     w("- Server CPU = utime + stime from `/proc/PID/stat` of every process of the contender (nginx: master + worker), before/after each load generator run, divided by completed requests (10 ms tick resolution).")
     w("")
 
@@ -81,6 +92,8 @@ def main():
     if scen:
         w("## Server CPU per connection / request (lower is better)")
         w("")
+        w("Median over rounds (min–max in parentheses when there are several rounds).")
+        w("")
         head = "| scenario | unit | " + " | ".join(NAMES[c] for c in present)
         others = [c for c in present if c != base] if base else []
         head += "".join(f" | {NAMES[c]} / HAProxy" for c in others) + " |"
@@ -88,7 +101,7 @@ def main():
         w("|" + "---|" * (2 + len(present) + len(others)))
         for tag, desc, unit in scen:
             vals = {c: med(tag, c, "server_cpu_us_per_op") for c in present}
-            line = f"| {tag}: {desc} | {unit} | " + " | ".join(fmt(vals[c]) for c in present)
+            line = f"| {tag}: {desc} | {unit} | " + " | ".join(fmt(vals[c]) + spread(by.get((tag, c), []), "server_cpu_us_per_op") for c in present)
             line += "".join(f" | {ratio(vals[c], vals[base])}" for c in others) + " |"
             w(line)
         w("")

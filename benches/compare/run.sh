@@ -148,6 +148,8 @@ rss_kib() {
     echo $total
 }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
+# Busy ticks (user nice system irq softirq steal) of one CPU from /proc/stat.
+cpu_busy() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 # tlsedge's handshake counters: "resumed full".
 tlsedge_handshakes() {
     curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
@@ -330,22 +332,33 @@ stop_contender() {
 measure() {
     local who=$1 round=$2 tag=$3
     shift 3
-    local c0 c1 h0="0 0" h1="0 0" t0 t1 out r0 f0 r1 f1
+    local c0 c1 h0="0 0" h1="0 0" t0 t1 out r0 f0 r1 f1 s0 s1 b0 b1 k0 k1
     [[ $who == tlsedge* ]] && h0=$(tlsedge_handshakes)
+    b0=$(cpu_ticks "$BACKEND_PID")
+    s0=$(cpu_busy $SERVER_CPU)
+    k0=$(cpu_busy $CLIENT_CPU)
     c0=$(cpu_ticks "$CONTENDER_PID")
     t0=$(now_ms)
     out=$(taskset -c $CLIENT_CPU "$LOADGEN" "$@" --addr "127.0.0.1:$TLS_PORT" --ca "$PKI/ca.pem" --label "$who")
     t1=$(now_ms)
     c1=$(cpu_ticks "$CONTENDER_PID")
+    s1=$(cpu_busy $SERVER_CPU)
+    k1=$(cpu_busy $CLIENT_CPU)
+    b1=$(cpu_ticks "$BACKEND_PID")
     [[ $who == tlsedge* ]] && h1=$(tlsedge_handshakes)
     read -r r0 f0 <<<"$h0"
     read -r r1 f1 <<<"$h1"
     jq -c --arg who "$who" --arg tag "$tag" --argjson round "$round" \
         --argjson cpu_us $(((c1 - c0) * TICK_US)) --argjson wall_ms $((t1 - t0)) \
-        --argjson srv_resumed $((r1 - r0)) --argjson srv_full $((f1 - f0)) --argjson has_srv "$([[ $who == tlsedge* ]] && echo true || echo false)" '
+        --argjson srv_resumed $((r1 - r0)) --argjson srv_full $((f1 - f0)) --argjson has_srv "$([[ $who == tlsedge* ]] && echo true || echo false)" \
+        --argjson cpu0_busy_us $(((s1 - s0) * TICK_US)) --argjson cpu1_busy_us $(((k1 - k0) * TICK_US)) \
+        --argjson backend_cpu_us $(((b1 - b0) * TICK_US)) '
         . + {contender: $who, tag: $tag, round: $round, server_cpu_us: $cpu_us, wall_ms: $wall_ms,
              server_cpu_us_per_op: (if .ops > 0 then ($cpu_us / .ops) else null end),
              server_cpu_share: ($cpu_us / ($wall_ms * 1000)),
+             backend_cpu_us: $backend_cpu_us,
+             other_on_server_cpu: (([0, ($cpu0_busy_us - $cpu_us)] | max) / ($wall_ms * 1000)),
+             other_on_client_cpu: (([0, ($cpu1_busy_us - $backend_cpu_us - (.client_cpu_us // 0))] | max) / ($wall_ms * 1000)),
              server_resumed: (if $has_srv then $srv_resumed else null end),
              server_full: (if $has_srv then $srv_full else null end)}' <<<"$out" | tee -a "$RESULTS" |
         jq -r '"  \(.contender) \(.tag): \(.ops) ops, \(.ops_per_s)/s, \(.server_cpu_us_per_op // "-" | tostring | .[0:7]) µs CPU/op, p99 \(.p99_us) µs, \(.mb_per_s) MB/s, errors \(.errors)\(if .server_resumed != null then ", server resumed/full \(.server_resumed)/\(.server_full)" else "" end)"' >&2
@@ -382,7 +395,9 @@ measure_idle() { # contender round K
 
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-OTHERS_START=$(ps -eo pcpu,comm --sort=-pcpu --no-headers | head -5 | awk '{printf "%s %s%%; ", $2, $1}')
+# The busiest processes over one second (top's second sample), to say what else was running.
+busiest() { top -b -n 2 -d 1 -o %CPU -w 200 | awk '/^top -/ { n++ } n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 >= 5 { printf "%s %s%%; ", $12, $9 }'; }
+OTHERS_START=$(busiest)
 
 # ---------------------------------------------------------------- scenarios 1-5, interleaved
 SCENARIOS=(
@@ -504,12 +519,15 @@ fi
 
 # ---------------------------------------------------------------- report
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-OTHERS_END=$(ps -eo pcpu,comm --sort=-pcpu --no-headers | head -5 | awk '{printf "%s %s%%; ", $2, $1}')
+OTHERS_END=$(busiest)
 export START_DATE START_LOAD END_LOAD OTHERS_START OTHERS_END SMOKE ROUNDS DUR IDLE_NOTE
 export VER_TLSEDGE="tlsedge $(cd "$ROOT" && git describe --always --dirty 2>/dev/null) ($(rustc --version 2>/dev/null), rustls $(grep -A1 '^name = "rustls"$' "$ROOT/Cargo.lock" | sed -n 's/version = "\(.*\)"/\1/p'), aws-lc-rs)"
 export VER_HAPROXY="$(haproxy -vv 2>/dev/null | head -1 | cut -d' ' -f1-3); $(haproxy -vv 2>/dev/null | grep -m1 'Running on OpenSSL' | sed 's/^ *//')"
 export VER_NGINX="$(nginx -V 2>&1 | head -1 | sed 's/^nginx version: //'); $(nginx -V 2>&1 | grep -m1 'built with OpenSSL' | sed 's/^built with //')"
-export CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') ($(nproc) vCPU), kernel $(uname -r)"
+cpu_field() { grep -m1 "^$1[[:space:]]*:" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'; }
+zen=""
+[[ $(cpu_field 'cpu family') == 25 ]] && (($(cpu_field model) >= 16 && $(cpu_field model) <= 31)) && zen=", Zen 4"
+export CPU_MODEL="$(cpu_field 'model name') (family $(cpu_field 'cpu family') model $(cpu_field model)$zen; $(nproc) vCPU), kernel $(uname -r)"
 REPORT="$WORK/RESULTS.md"
 python3 "$ROOT/benches/compare/report.py" "$RESULTS" >"$REPORT"
 cat "$REPORT"
