@@ -41,10 +41,10 @@ RESULTS="$WORK/results.jsonl"
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 # ---------------------------------------------------------------- cleanup of what we started
-STARTED=()
 cleanup() {
     local pid
-    for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Only this shell's own background jobs that are still running.
+    for pid in $(jobs -p); do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if ((KEEP)); then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
@@ -211,7 +211,6 @@ log "starting the backends (nginx http on CPU $CLIENT_CPU, ports $BACKEND1 $BACK
 taskset -c $CLIENT_CPU nginx -p "$WORK/backend/" -c "$WORK/backend/nginx.conf" -g 'daemon off;' \
     2>>"$WORK/backend/logs/error.log" &
 BACKEND_PID=$!
-STARTED+=("$BACKEND_PID")
 wait_port "$BACKEND1"
 wait_port "$BACKEND2"
 curl -sf "http://127.0.0.1:$BACKEND1/small" >/dev/null
@@ -315,7 +314,6 @@ start_contender() { # name [tlsedge config]
             ;;
     esac
     CONTENDER_PID=$!
-    STARTED+=("$CONTENDER_PID")
     wait_port "$TLS_PORT" 120
     if [[ $1 == tlsedge ]]; then wait_port "$ADMIN_PORT"; fi
     READY_MS=$(now_ms)
@@ -339,7 +337,10 @@ measure() {
     k0=$(cpu_busy $CLIENT_CPU)
     c0=$(cpu_ticks "$CONTENDER_PID")
     t0=$(now_ms)
-    out=$(taskset -c $CLIENT_CPU "$LOADGEN" "$@" --addr "127.0.0.1:$TLS_PORT" --ca "$PKI/ca.pem" --label "$who")
+    if ! out=$(taskset -c $CLIENT_CPU "$LOADGEN" "$@" --addr "127.0.0.1:$TLS_PORT" --ca "$PKI/ca.pem" --label "$who"); then
+        log "  $who $tag: the load generator failed; run skipped"
+        return 0
+    fi
     t1=$(now_ms)
     c1=$(cpu_ticks "$CONTENDER_PID")
     s1=$(cpu_busy $SERVER_CPU)
@@ -376,7 +377,6 @@ measure_idle() { # contender round K
     taskset -c $CLIENT_CPU "$LOADGEN" idle --conns "$k" --hold 600s --addr "127.0.0.1:$TLS_PORT" \
         --ca "$PKI/ca.pem" --label "$who" >"$out" &
     pid=$!
-    STARTED+=("$pid")
     until [[ -s $out ]]; do
         kill -0 "$pid" 2>/dev/null || { echo "idle load generator died" >&2; break; }
         sleep 0.1
@@ -453,7 +453,6 @@ EOF
             if [[ $mode == rotating ]]; then
                 taskset -c $CLIENT_CPU bash -c "$(declare -f rotate); WORK=$WORK PKI=$PKI; rotate" &
                 rpid=$!
-                STARTED+=("$rpid")
             fi
             measure "tlsedge" "$round" "rotation-$mode" full --sig ecdsa --workers 16 --sni a.bench.test --duration "${DUR}s"
             [[ -n $rpid ]] && stop_pid "$rpid"
