@@ -365,6 +365,17 @@ measure() {
         jq -r '"  \(.contender) \(.tag): \(.ops) ops, \(.ops_per_s)/s, \(.server_cpu_us_per_op // "-" | tostring | .[0:7]) µs CPU/op, p99 \(.p99_us) µs, \(.mb_per_s) MB/s, errors \(.errors)\(if .server_resumed != null then ", server resumed/full \(.server_resumed)/\(.server_full)" else "" end)"' >&2
 }
 
+# Adds fields to the last result line if it is the run tagged $1 in round $2 (a failed run
+# wrote no line). Args: tag round jq-args... filter
+attach() {
+    local tag=$1 round=$2 tmp
+    shift 2
+    [[ $(tail -1 "$RESULTS" | jq -r '"\(.tag) \(.round)"') == "$tag $round" ]] || return 0
+    tmp=$(tail -1 "$RESULTS" | jq -c "$@")
+    sed -i '$d' "$RESULTS"
+    echo "$tmp" >>"$RESULTS"
+}
+
 # Idle memory on a fresh process: warm up, then hold K proxied TLS connections open.
 measure_idle() { # contender round K
     local who=$1 round=$2 k=$3 rss0 rss1 out pid line
@@ -458,10 +469,7 @@ EOF
             [[ -n $rpid ]] && stop_pid "$rpid"
             a1=$(tlsedge_metric_sum tlsedge_config_reloads_total 'result="applied"')
             p1=$(tlsedge_metric_sum tlsedge_config_reloads_total 'result="(partial|rejected)"')
-            # Attach the reload counts to the line just written.
-            tmp=$(tail -1 "$RESULTS" | jq -c --argjson a $((a1 - a0)) --argjson p $((p1 - p0)) '. + {reloads_applied: $a, reloads_other: $p}')
-            sed -i '$d' "$RESULTS"
-            echo "$tmp" >>"$RESULTS"
+            attach "rotation-$mode" "$round" --argjson a $((a1 - a0)) --argjson p $((p1 - p0)) '. + {reloads_applied: $a, reloads_other: $p}'
             log "  reloads applied $((a1 - a0)), partial/rejected $((p1 - p0))"
             stop_contender
         done
@@ -492,24 +500,32 @@ if ((EXTRA)) && [[ " $ONLY " == *" tlsedge "* ]]; then
             t1=$READY_MS
             curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null
             rss=$(rss_kib "$CONTENDER_PID")
-            # Reload: change the file's bytes, SIGHUP, wait for the "configuration reloaded" log.
-            before=$(grep -c "configuration reloaded" "$CONTENDER_LOG" || true)
-            echo "# touched $round" >>"$WORK/hosts-$count.yaml"
-            r0=$(now_ms)
-            kill -HUP "$CONTENDER_PID"
-            deadline=$((SECONDS + 120))
-            while (($(grep -c "configuration reloaded" "$CONTENDER_LOG" || true) <= before)) && ((SECONDS < deadline)); do
-                sleep 0.005
+            # Reloads: change the file's bytes, SIGHUP, wait for the "configuration reloaded" log.
+            # Three in a row: the first shows the cost, the next ones whether memory keeps growing.
+            reloads=()
+            rss_reload=()
+            for rl in 1 2 3; do
+                before=$(grep -c "configuration reloaded" "$CONTENDER_LOG" || true)
+                echo "# touched $round.$rl" >>"$WORK/hosts-$count.yaml"
+                r0=$(now_ms)
+                kill -HUP "$CONTENDER_PID"
+                deadline=$((SECONDS + 120))
+                while (($(grep -c "configuration reloaded" "$CONTENDER_LOG" || true) <= before)) && ((SECONDS < deadline)); do
+                    sleep 0.005
+                done
+                r1=$(now_ms)
+                reloads+=($((r1 - r0)))
+                sleep 0.2
+                rss_reload+=("$(rss_kib "$CONTENDER_PID")")
             done
-            r1=$(now_ms)
-            rss_after=$(rss_kib "$CONTENDER_PID")
+            reload_median=$(printf '%s\n' "${reloads[@]}" | sort -n | sed -n 2p)
             measure "tlsedge" "$round" "hosts-$count" full --sig ecdsa --workers 16 --sni 'h{}.bench.test' --sni-count "$count" --duration "${DUR}s"
-            tmp=$(tail -1 "$RESULTS" | jq -c --argjson hosts "$count" --argjson start_ms $((t1 - t0)) --argjson reload_ms $((r1 - r0)) \
-                --argjson rss "$rss" --argjson rss2 "$rss_after" \
-                '. + {hosts: $hosts, startup_ms: $start_ms, reload_ms: $reload_ms, rss_start_kib: $rss, rss_after_reload_kib: $rss2}')
-            sed -i '$d' "$RESULTS"
-            echo "$tmp" >>"$RESULTS"
-            log "  start-up $((t1 - t0)) ms, reload $((r1 - r0)) ms, RSS $rss KiB (after reload $rss_after KiB)"
+            attach "hosts-$count" "$round" --argjson hosts "$count" --argjson start_ms $((t1 - t0)) \
+                --argjson reload_ms "$reload_median" --argjson reload_first_ms "${reloads[0]}" \
+                --argjson rss "$rss" --argjson rss1 "${rss_reload[0]}" --argjson rss3 "${rss_reload[2]}" \
+                '. + {hosts: $hosts, startup_ms: $start_ms, reload_ms: $reload_ms, reload_first_ms: $reload_first_ms,
+                      rss_start_kib: $rss, rss_after_reload_kib: $rss1, rss_after_3_reloads_kib: $rss3}'
+            log "  start-up $((t1 - t0)) ms, reloads ${reloads[*]} ms, RSS $rss KiB, after reloads ${rss_reload[*]} KiB"
             stop_contender
             unset TLSEDGE_LOG
         done
