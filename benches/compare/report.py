@@ -45,6 +45,47 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
+def duration(ns):
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.3g} {unit}"
+    return f"{ns:.3g} ns"
+
+
+def micro(w, env):
+    """Criterion's estimates written by this run (`cargo bench --bench micro`)."""
+    root = env.get("MICRO_DIR")
+    if not root or not os.path.isdir(root):
+        return
+    since = float(env.get("MICRO_SINCE", "0"))
+    found = []
+    for dirpath, _, files in os.walk(root):
+        if not dirpath.endswith(os.sep + "new") or "benchmark.json" not in files:
+            continue
+        est_path = os.path.join(dirpath, "estimates.json")
+        if not os.path.exists(est_path) or os.path.getmtime(est_path) < since:
+            continue
+        with open(os.path.join(dirpath, "benchmark.json")) as f:
+            bench = json.load(f)
+        with open(est_path) as f:
+            est = json.load(f)
+        med = est["median"]
+        found.append((bench["full_id"], med["point_estimate"], med["confidence_interval"]["lower_bound"], med["confidence_interval"]["upper_bound"]))
+    if not found:
+        return
+    order = ["sni", "balance", "config", "snapshot", "handshake"]
+    found.sort(key=lambda b: (order.index(b[0].split("/")[0]) if b[0].split("/")[0] in order else 99, b[0]))
+    w("## Micro-benchmarks (`cargo bench --bench micro`, pinned to CPU 0)")
+    w("")
+    w("Criterion median per iteration (95 % confidence interval). `handshake/*/server` counts only the server's rustls calls (tlsedge's own per-host `ServerConfig`): the library floor of a proxied connection; `both` is client + server.")
+    w("")
+    w("| benchmark | median | 95 % CI |")
+    w("|---|---|---|")
+    for full_id, m, lo, hi in found:
+        w(f"| `{full_id}` | {duration(m)} | {duration(lo)} – {duration(hi)} |")
+    w("")
+
+
 def main():
     rows = load(sys.argv[1])
     by = defaultdict(list)
@@ -106,6 +147,14 @@ def main():
             line += "".join(f" | {ratio(vals[c], vals[base])}" for c in others) + " |"
             w(line)
         w("")
+        if any(r.get("server_cpu_irq_us_per_op") is not None for r in rows):
+            w("Not included above: irq + softirq time on the server CPU (from `/proc/stat`), charged to no process: mostly the loopback receive path of what the server sends. Per connection / request:")
+            w("")
+            w("| scenario | " + " | ".join(NAMES[c] for c in present) + " |")
+            w("|" + "---|" * (1 + len(present)))
+            for tag, _, _ in scen:
+                w(f"| {tag} | " + " | ".join(fmt(med(tag, c, "server_cpu_irq_us_per_op")) for c in present) + " |")
+            w("")
         w("## Throughput (client-bound for handshakes: the one client core saturates first)")
         w("")
         w("| scenario | unit | " + " | ".join(NAMES[c] for c in present) + " | server CPU busy (" + ", ".join(NAMES[c] for c in present) + ") |")
@@ -203,6 +252,7 @@ def main():
             mib = lambda v: fmt(v / 1024 if v else None, 1)
             w(f"| {tag.split('-')[1]} | {fmt(g('startup_ms'))} | {fmt(g('reload_ms'))} | {mib(rss)} | {mib(rss2)} | {mib(rss3)} | {fmt(g('ops_per_s'))} | {fmt(g('server_cpu_us_per_op'))} |")
         w("")
+    micro(w, env)
     errors = sum(r.get("errors", 0) for r in rows)
     w(f"Load generator errors over all runs: {errors}." + ("" if not errors else " First: " + next(r["first_error"] for r in rows if r.get("errors")) + "."))
     w("")

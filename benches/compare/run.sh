@@ -7,12 +7,14 @@
 #
 # Options: --rounds N  --duration SECONDS  --idle "2000 10000"  --only "tlsedge haproxy nginx"
 #          --no-extra (skip scenarios 6 and 7)  --keep (keep the work directory)
+#          --micro / --no-micro (run `cargo bench --bench micro` on CPU 0 and add it to the report;
+#          default: on for full runs, off for --smoke)
 # Environment: WORK=dir (default: a fresh /tmp/tlsedge-compare.*), PORT_BASE (default 28000).
 # See benches/README.md for what is measured and how.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SMOKE=0 ROUNDS=5 DUR=10 IDLE_COUNTS="" ONLY="tlsedge haproxy nginx" EXTRA=1 KEEP=0
+SMOKE=0 ROUNDS=5 DUR=10 IDLE_COUNTS="" ONLY="tlsedge haproxy nginx" EXTRA=1 KEEP=0 MICRO=
 while (($#)); do
     case $1 in
         --smoke) SMOKE=1 ;;
@@ -22,12 +24,15 @@ while (($#)); do
         --only) ONLY=$2; shift ;;
         --no-extra) EXTRA=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+        --micro) MICRO=1 ;;
+        --no-micro) MICRO=0 ;;
+        -h|--help) sed -n 2,13p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
-if ((SMOKE)); then ROUNDS=1 DUR=1 IDLE_COUNTS=${IDLE_COUNTS:-"500 2000"}; fi
+if ((SMOKE)); then ROUNDS=1 DUR=1 IDLE_COUNTS=${IDLE_COUNTS:-"500 2000"} MICRO=${MICRO:-0}; fi
+MICRO=${MICRO:-1}
 IDLE_COUNTS=${IDLE_COUNTS:-"2000 10000"}
 
 PB=${PORT_BASE:-28000}
@@ -150,6 +155,9 @@ rss_kib() {
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 # Busy ticks (user nice system irq softirq steal) of one CPU from /proc/stat.
 cpu_busy() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+# irq + softirq ticks of one CPU: kernel work (e.g. loopback receive of what the server sent)
+# that is not charged to any process.
+cpu_irq() { awk -v c="cpu$1" '$1 == c { print $7 + $8 }' /proc/stat; }
 # tlsedge's handshake counters: "resumed full".
 tlsedge_handshakes() {
     curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
@@ -330,10 +338,11 @@ stop_contender() {
 measure() {
     local who=$1 round=$2 tag=$3
     shift 3
-    local c0 c1 h0="0 0" h1="0 0" t0 t1 out r0 f0 r1 f1 s0 s1 b0 b1 k0 k1
+    local c0 c1 h0="0 0" h1="0 0" t0 t1 out r0 f0 r1 f1 s0 s1 b0 b1 k0 k1 q0 q1
     [[ $who == tlsedge* ]] && h0=$(tlsedge_handshakes)
     b0=$(cpu_ticks "$BACKEND_PID")
     s0=$(cpu_busy $SERVER_CPU)
+    q0=$(cpu_irq $SERVER_CPU)
     k0=$(cpu_busy $CLIENT_CPU)
     c0=$(cpu_ticks "$CONTENDER_PID")
     t0=$(now_ms)
@@ -344,6 +353,7 @@ measure() {
     t1=$(now_ms)
     c1=$(cpu_ticks "$CONTENDER_PID")
     s1=$(cpu_busy $SERVER_CPU)
+    q1=$(cpu_irq $SERVER_CPU)
     k1=$(cpu_busy $CLIENT_CPU)
     b1=$(cpu_ticks "$BACKEND_PID")
     [[ $who == tlsedge* ]] && h1=$(tlsedge_handshakes)
@@ -353,11 +363,12 @@ measure() {
         --argjson cpu_us $(((c1 - c0) * TICK_US)) --argjson wall_ms $((t1 - t0)) \
         --argjson srv_resumed $((r1 - r0)) --argjson srv_full $((f1 - f0)) --argjson has_srv "$([[ $who == tlsedge* ]] && echo true || echo false)" \
         --argjson cpu0_busy_us $(((s1 - s0) * TICK_US)) --argjson cpu1_busy_us $(((k1 - k0) * TICK_US)) \
-        --argjson backend_cpu_us $(((b1 - b0) * TICK_US)) '
+        --argjson backend_cpu_us $(((b1 - b0) * TICK_US)) --argjson irq_us $(((q1 - q0) * TICK_US)) '
         . + {contender: $who, tag: $tag, round: $round, server_cpu_us: $cpu_us, wall_ms: $wall_ms,
              server_cpu_us_per_op: (if .ops > 0 then ($cpu_us / .ops) else null end),
              server_cpu_share: ($cpu_us / ($wall_ms * 1000)),
              backend_cpu_us: $backend_cpu_us,
+             server_cpu_irq_us_per_op: (if .ops > 0 then ($irq_us / .ops) else null end),
              other_on_server_cpu: (([0, ($cpu0_busy_us - $cpu_us)] | max) / ($wall_ms * 1000)),
              other_on_client_cpu: (([0, ($cpu1_busy_us - $backend_cpu_us - (.client_cpu_us // 0))] | max) / ($wall_ms * 1000)),
              server_resumed: (if $has_srv then $srv_resumed else null end),
@@ -530,6 +541,18 @@ if ((EXTRA)) && [[ " $ONLY " == *" tlsedge "* ]]; then
             unset TLSEDGE_LOG
         done
     done
+fi
+
+# ---------------------------------------------------------------- micro-benchmarks
+if ((MICRO)); then
+    log "micro-benchmarks: cargo bench --bench micro (CPU $SERVER_CPU)"
+    export MICRO_SINCE
+    MICRO_SINCE=$(date +%s)
+    if (cd "$ROOT" && taskset -c $SERVER_CPU cargo bench --bench micro >"$WORK/micro.log" 2>&1); then
+        export MICRO_DIR="$ROOT/target/criterion"
+    else
+        log "micro-benchmarks failed: see $WORK/micro.log"
+    fi
 fi
 
 # ---------------------------------------------------------------- report
