@@ -23,7 +23,7 @@ use rustls::crypto::aws_lc_rs::{self as provider_mod, cipher_suite, kx_group};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConnection};
 
-use tlsedge::balance::{Backend, BalancePolicy, PickContext, Pool};
+use tlsedge::balance::{Backend, BackendAddr, BalancePolicy, PickContext, Pool};
 use tlsedge::config::Config;
 use tlsedge::pki::{Ca, KeyKind};
 use tlsedge::snapshot::Snapshot;
@@ -68,10 +68,9 @@ fn balance(c: &mut Criterion) {
     for (name, policy) in policies {
         for n in [2_u16, 16] {
             let backends = (0..n)
-                .map(|i| Backend {
-                    addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8000 + i),
-                    weight: u32::from(i % 3 + 1),
-                    state: Arc::default(),
+                .map(|i| {
+                    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8000 + i);
+                    Backend::new(BackendAddr::Ip(addr), u32::from(i % 3 + 1), Arc::default())
                 })
                 .collect();
             let pool = Pool::new(backends, policy);
