@@ -104,16 +104,18 @@ def main():
     w(f"- Versions: {env.get('VER_TLSEDGE', '?')}; {env.get('VER_HAPROXY', '?')}; {env.get('VER_NGINX', '?')}.")
     w("- Client: `benches/loadgen.rs` (rustls, aws-lc-rs), TLS 1.3, key exchange pinned to X25519, cipher TLS13_AES_256_GCM_SHA384, ECDSA P-256 certificates unless the scenario says RSA-2048.")
     w(f"- Machine load (1/5/15 min) at start: {env.get('START_LOAD', '?')}, at end: {env.get('END_LOAD', '?')}. Processes above 5 % CPU at start: {env.get('OTHERS_START') or 'none'} at end: {env.get('OTHERS_END') or 'none'}")
-    try:
-        if float(env.get("START_LOAD", "0").split()[0]) > 0.3:
-            w("- **Other jobs were running on this machine** during the run (load average above): absolute figures are noisy; ratios of interleaved medians are the robust part.")
-    except ValueError:
-        pass
     if env.get("IDLE_NOTE"):
         w(f"- Note: {env['IDLE_NOTE']}.")
     shares = [r.get("other_on_server_cpu") for r in rows if r.get("other_on_server_cpu") is not None]
     cshares = [r.get("other_on_client_cpu") for r in rows if r.get("other_on_client_cpu") is not None]
     if shares:
+        disturbed = [r for r in rows if max(r.get("other_on_server_cpu") or 0, r.get("other_on_client_cpu") or 0) > 0.05]
+        if disturbed:
+            worst = max(max(r.get("other_on_server_cpu") or 0, r.get("other_on_client_cpu") or 0) for r in disturbed)
+            which = ", ".join(sorted({f"{r['contender']} {r['tag']} (round {r['round']})" for r in disturbed}))
+            w(f"- **Other jobs were running on this machine** during {len(disturbed)} of {len(shares)} measured runs (more than 5 % of a pinned CPU went to other processes, up to {100 * worst:.0f} %): {which}. Server CPU per operation counts only the contender's own time, so it suffers less than throughput and latency; medians of interleaved rounds are the robust figures.")
+        else:
+            w("- No other job took more than 5 % of either pinned CPU during any measured run.")
         w(f"- Interference: busy time of each pinned CPU not charged to our processes during the measured runs (`/proc/stat` minus the contender, backends and load generator: other jobs, plus softirq time not charged to any process): server CPU 0 median {100 * statistics.median(shares):.0f} % (max {100 * max(shares):.0f} %), client CPU 1 median {100 * statistics.median(cshares):.0f} % (max {100 * max(cshares):.0f} %).")
     w("- tlsedge ran with `RUST_LOG=warn`: its per-connection `connection closed` log line (level info) off, like HAProxy without `log` and nginx stream without `access_log`.")
     w("- Server CPU = utime + stime from `/proc/PID/stat` of every process of the contender (nginx: master + worker), before/after each load generator run, divided by completed requests (10 ms tick resolution).")
