@@ -84,7 +84,8 @@ done
 
 log "building tlsedge and the load generator"
 (cd "$ROOT" && cargo build --release --bin tlsedge -q)
-TLSEDGE="$ROOT/target/release/tlsedge"
+# TLSEDGE_BIN=path compares another tlsedge build (e.g. an allocator or provider experiment).
+TLSEDGE="${TLSEDGE_BIN:-$ROOT/target/release/tlsedge}"
 LOADGEN=$(cd "$ROOT" && cargo bench --bench loadgen --no-run --message-format=json 2>/dev/null |
     jq -r 'select(.reason == "compiler-artifact" and .target.name == "loadgen") | .executable' | tail -1)
 [[ -x $LOADGEN ]] || { echo "load generator not built" >&2; exit 1; }
