@@ -474,7 +474,9 @@ EOF
             p0=$(tlsedge_metric_sum tlsedge_config_reloads_total 'result="(partial|rejected)"')
             rpid=""
             if [[ $mode == rotating ]]; then
-                taskset -c $CLIENT_CPU bash -c "$(declare -f rotate); WORK=$WORK PKI=$PKI; rotate" &
+                # The writer (an operator's cp + mv) runs at the lowest priority so its process
+                # spawns do not delay the load generator it shares a core with.
+                taskset -c $CLIENT_CPU nice -n 19 bash -c "$(declare -f rotate); WORK=$WORK PKI=$PKI; rotate" &
                 rpid=$!
             fi
             measure "tlsedge" "$round" "rotation-$mode" full --sig ecdsa --workers 16 --sni a.bench.test --duration "${DUR}s"
