@@ -175,36 +175,32 @@ impl Metrics {
     /// A connect to a backend failed.
     pub fn backend_connect_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
         tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend connect failed");
-        self.with(|| {
-            counter!(BACKEND_CONNECT_ERRORS, "host" => host.to_owned(), "backend" => backend.to_owned())
-                .increment(1);
-        });
+        self.count_backend(BACKEND_CONNECT_ERRORS, host, backend);
     }
 
     /// The TLS handshake with a backend failed (bad certificate, wrong name, not TLS, ...).
     pub fn backend_tls_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
         tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend TLS handshake failed");
-        self.with(|| {
-            counter!(BACKEND_TLS_ERRORS, "host" => host.to_owned(), "backend" => backend.to_owned())
-                .increment(1);
-        });
+        self.count_backend(BACKEND_TLS_ERRORS, host, backend);
     }
 
     /// A backend's DNS name failed to resolve; its last good addresses stay in use.
     pub fn resolve_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
         tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend name lookup failed");
-        self.with(|| {
-            counter!(RESOLVE_ERRORS, "host" => host.to_owned(), "backend" => backend.to_owned())
-                .increment(1);
-        });
+        self.count_backend(RESOLVE_ERRORS, host, backend);
     }
 
     /// An active health probe of a backend failed (the transition, if any, is logged by
     /// [`backend_changed`](Self::backend_changed)).
     pub fn health_check_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
         tracing::debug!(tls.host = host, backend.addr = backend, error = %error, "health probe failed");
+        self.count_backend(HEALTH_CHECK_FAILURES, host, backend);
+    }
+
+    /// Counts one event of a backend-labelled counter.
+    fn count_backend(&self, metric: &'static str, host: &str, backend: &str) {
         self.with(|| {
-            counter!(HEALTH_CHECK_FAILURES, "host" => host.to_owned(), "backend" => backend.to_owned())
+            counter!(metric, "host" => host.to_owned(), "backend" => backend.to_owned())
                 .increment(1);
         });
     }
