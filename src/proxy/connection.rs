@@ -16,7 +16,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
 
 use super::backend::{self, BackendError};
-use super::relay::{RelayEnd, relay};
+use super::relay::{RelayEnd, RelayOutcome, relay};
 use crate::metrics::{HandshakeFailure, HandshakeInfo};
 use crate::runtime::Runtime as Shared;
 use crate::snapshot::{Host, Snapshot};
@@ -182,30 +182,9 @@ async fn proxy(
         tracing::debug!(error = %e, "writing PROXY header failed");
         return;
     }
-    let idle = snapshot.timeouts.idle;
-    let outcome = match &host.upstream_tls {
-        None => relay(&mut *tls, &mut upstream, idle).await,
-        Some(upstream_tls) => {
-            let backend = &host.pool.backends()[index].addr;
-            let secured = timeout(
-                snapshot.timeouts.backend_connect,
-                Box::pin(upstream_tls.connect(backend, upstream)),
-            )
-            .await
-            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
-            match secured {
-                Ok(mut secure) => relay(&mut *tls, &mut *secure, idle).await,
-                Err(e) => {
-                    let label = &host.backend_labels[index];
-                    shared.metrics.backend_tls_failed(&host.label, label, &e);
-                    shared
-                        .metrics
-                        .proxied(&host.label, "backend_tls_error", 0, 0);
-                    let _ = timeout(ALERT_TIMEOUT, tls.shutdown()).await;
-                    return;
-                }
-            }
-        }
+    let Some(outcome) = relay_to_backend(shared, snapshot, &mut tls, host, index, upstream).await
+    else {
+        return;
     };
     let (label, error) = match &outcome.end {
         RelayEnd::Done => ("ok", None),
@@ -232,4 +211,39 @@ async fn proxy(
         error = error.map(tracing::field::display),
         "connection closed"
     );
+}
+
+/// Relays between the client and the backend, first securing the backend connection with TLS
+/// when the host asks for it. `None` when that handshake failed (counted, client closed).
+async fn relay_to_backend(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    tls: &mut TlsStream<TcpStream>,
+    host: &Host,
+    index: usize,
+    mut upstream: TcpStream,
+) -> Option<RelayOutcome> {
+    let idle = snapshot.timeouts.idle;
+    let Some(upstream_tls) = &host.upstream_tls else {
+        return Some(relay(tls, &mut upstream, idle).await);
+    };
+    let backend = &host.pool.backends()[index].addr;
+    let secured = timeout(
+        snapshot.timeouts.backend_connect,
+        Box::pin(upstream_tls.connect(backend, upstream)),
+    )
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+    match secured {
+        Ok(mut secure) => Some(relay(tls, &mut *secure, idle).await),
+        Err(e) => {
+            let label = &host.backend_labels[index];
+            shared.metrics.backend_tls_failed(&host.label, label, &e);
+            shared
+                .metrics
+                .proxied(&host.label, "backend_tls_error", 0, 0);
+            let _ = timeout(ALERT_TIMEOUT, tls.shutdown()).await;
+            None
+        }
+    }
 }
