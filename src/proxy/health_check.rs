@@ -32,20 +32,20 @@ pub(crate) async fn run(rt: Arc<Runtime>) {
         while rounds.try_join_next().is_some() {}
         let snapshot = rt.snapshot.load_full();
         let now = Instant::now();
-        let mut live = Vec::with_capacity(next_due.len());
+        // Rebuilt every tick: hosts a reload removed drop out.
+        let mut still_due = HashMap::with_capacity(next_due.len());
         for host in &snapshot.hosts {
             let Some(settings) = host.health_check else {
                 continue;
             };
-            live.push(Arc::clone(&host.label));
-            let due = next_due.entry(Arc::clone(&host.label)).or_insert(now);
-            if *due > now {
-                continue;
+            let mut due = next_due.remove(&host.label).unwrap_or(now);
+            if due <= now {
+                due = now + settings.interval;
+                rounds.spawn(probe_host(Arc::clone(&rt), Arc::clone(host)));
             }
-            *due = now + settings.interval;
-            rounds.spawn(probe_host(Arc::clone(&rt), Arc::clone(host)));
+            still_due.insert(Arc::clone(&host.label), due);
         }
-        next_due.retain(|label, _| live.contains(label));
+        next_due = still_due;
     }
 }
 
@@ -73,10 +73,9 @@ async fn probe_host(rt: Arc<Runtime>, host: Arc<Host>) {
         if let Err(e) = &result {
             rt.metrics.health_check_failed(&host.label, label, e);
         }
-        match transition {
-            Transition::Down => rt.metrics.backend_changed(&host.label, label, false),
-            Transition::Up => rt.metrics.backend_changed(&host.label, label, true),
-            Transition::None => {}
+        if transition != Transition::None {
+            let up = transition == Transition::Up;
+            rt.metrics.backend_changed(&host.label, label, up);
         }
     }
 }

@@ -36,7 +36,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, every: Duration) {
         // One lookup per distinct name, however many hosts share it.
         let mut answers: HashMap<(String, u16), std::io::Result<Vec<SocketAddr>>> = HashMap::new();
         for host in &snapshot.hosts {
-            for backend in host.pool.backends() {
+            for (backend, label) in host.pool.backends().iter().zip(&host.backend_labels) {
                 let BackendAddr::Name { host: name, port } = &backend.addr else {
                     continue;
                 };
@@ -48,14 +48,13 @@ pub(crate) async fn run(rt: Arc<Runtime>, every: Duration) {
                         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                     answers.insert(key.clone(), answer);
                 }
-                let label = backend.addr.to_string();
                 match &answers[&key] {
                     Ok(addrs) => {
                         if backend.state.set_addrs(addrs.clone()) {
-                            tracing::info!(tls.host = &*host.label, backend.addr = label, resolved = ?addrs, "backend name resolved to new addresses");
+                            tracing::info!(tls.host = &*host.label, backend.addr = &**label, resolved = ?addrs, "backend name resolved to new addresses");
                         }
                     }
-                    Err(e) => rt.metrics.resolve_failed(&host.label, &label, e),
+                    Err(e) => rt.metrics.resolve_failed(&host.label, label, e),
                 }
             }
         }
