@@ -18,7 +18,9 @@
 mod admin;
 pub mod balance;
 pub mod config;
+pub mod conn;
 pub mod demo;
+pub mod l4;
 pub mod metrics;
 pub mod pki;
 pub mod proxy;

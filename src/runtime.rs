@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::conn::client_limit::ClientLimits;
 use crate::metrics::Metrics;
 use crate::snapshot::{Skipped, Snapshot};
 use crate::tls::TlsShared;
@@ -21,6 +22,8 @@ pub struct Runtime {
     pub tls: TlsShared,
     /// This server's metrics.
     pub metrics: Arc<Metrics>,
+    /// Open connections per client address, for `limits.per_client_ip`.
+    pub client_limits: Arc<ClientLimits>,
     generation: AtomicU64,
     last_success: AtomicU64,
     epoch: Instant,
@@ -34,6 +37,7 @@ impl Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             tls,
             metrics,
+            client_limits: Arc::default(),
             generation: AtomicU64::new(1),
             last_success: AtomicU64::new(0),
             epoch: Instant::now(),

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, LoadError};
+use crate::conn::ListenerInfo;
+use crate::conn::listener::{Lifecycle, accept_loop};
 use crate::metrics::Metrics;
-use crate::proxy::listener::{Lifecycle, accept_loop};
 use crate::reload::{ReloadTrigger, Reloader, watch};
 use crate::runtime::Runtime;
 use crate::tls::TlsShared;
@@ -139,11 +140,17 @@ impl Server {
         };
         let admin_stop = CancellationToken::new();
         for listener in self.listeners {
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!(listener.addr = %addr, "accepting TLS connections");
-            }
+            let Ok(addr) = listener.local_addr() else {
+                continue;
+            };
+            tracing::info!(listener.addr = %addr, "accepting TLS connections");
+            let info = Arc::new(ListenerInfo {
+                addr,
+                proxy_protocol: None,
+            });
             tokio::spawn(accept_loop(
                 listener,
+                info,
                 Arc::clone(&rt),
                 Arc::clone(&limit),
                 life.clone(),

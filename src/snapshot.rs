@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -17,16 +18,30 @@ use crate::balance::{Backend, BackendAddr, BackendState, Pool};
 use crate::config::model::ProxyProtocol;
 use crate::config::validate::HealthCheck;
 use crate::config::{Config, HostConfig, Timeouts};
+use crate::metrics::host::HostMetrics;
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::NameIndex;
 use crate::tls::upstream::UpstreamTls;
 use crate::tls::{BuildError, TlsShared};
+
+/// What a host does with a decrypted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Relay the byte stream to a backend (layer 4).
+    Tcp,
+}
 
 /// One host as served.
 #[derive(Debug)]
 pub struct Host {
     /// Bounded label for metrics and logs (the first configured name).
     pub label: Arc<str>,
+    /// What it does after the handshake.
+    pub mode: Mode,
+    /// Its metric handles.
+    pub metrics: HostMetrics,
+    /// Its ALPN protocols as log field values, parallel to the configured list.
+    pub alpn: Vec<(Vec<u8>, Arc<str>)>,
     /// The prebuilt TLS configuration.
     pub tls: Arc<ServerConfig>,
     /// Backends and policy.
@@ -54,6 +69,14 @@ impl Host {
         let ip = ip.to_canonical();
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
     }
+
+    /// The log value of a negotiated ALPN protocol (always one of the host's own).
+    pub fn alpn_label(&self, protocol: &[u8]) -> Option<Arc<str>> {
+        self.alpn
+            .iter()
+            .find(|(p, _)| p == protocol)
+            .map(|(_, label)| Arc::clone(label))
+    }
 }
 
 /// Everything a connection needs, consistent as a whole.
@@ -71,6 +94,8 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     /// Backends tried per connection.
     pub backend_attempts: usize,
+    /// Open connections allowed per client address, if limited.
+    pub per_client_ip: Option<NonZeroU32>,
     /// The validated configuration this was built from.
     pub config: Arc<Config>,
 }
@@ -138,6 +163,7 @@ impl Snapshot {
             default_host,
             timeouts: config.timeouts,
             backend_attempts: config.backend_attempts,
+            per_client_ip: config.per_client_ip,
             config,
         };
         (snapshot, skipped)
@@ -184,6 +210,13 @@ fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<
         .collect();
     Ok(Host {
         label: Arc::from(host.label.as_str()),
+        mode: Mode::Tcp,
+        metrics: HostMetrics::new(&host.label),
+        alpn: host
+            .alpn
+            .iter()
+            .map(|p| (p.clone(), Arc::from(String::from_utf8_lossy(p))))
+            .collect(),
         tls: server_config,
         pool: Pool::new(backends, host.balance),
         backend_labels,

@@ -83,9 +83,13 @@ async fn scrape_shows_known_traffic_with_bounded_labels() {
         m.value("tlsedge_handshake_duration_seconds_count", &hist),
         5.0
     );
-    let buckets = m.samples("tlsedge_handshake_duration_seconds_bucket", &hist);
-    assert!(buckets.len() >= 10, "{}", m.0);
-    assert_eq!(buckets.last().copied(), Some(5.0), "+Inf bucket holds all");
+    // One series per version: each +Inf bucket holds all of its version's handshakes.
+    for (version, n) in [("TLSv1.3", 3.0), ("TLSv1.2", 2.0)] {
+        let labels = [hist[0], hist[1], ("version", version)];
+        let buckets = m.samples("tlsedge_handshake_duration_seconds_bucket", &labels);
+        assert!(buckets.len() >= 10, "{}", m.0);
+        assert_eq!(buckets.last().copied(), Some(n), "+Inf bucket holds all");
+    }
     assert!(m.value("tlsedge_handshake_duration_seconds_sum", &hist) > 0.0);
 
     assert_eq!(

@@ -8,13 +8,15 @@
 //! `metrics::with_local_recorder`) instead of the process-global one, so several servers in one
 //! process — as in the test suite — keep separate numbers.
 
+pub mod events;
+pub mod host;
 pub mod names;
 pub(crate) mod state;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Gauge, counter, gauge};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -34,6 +36,8 @@ pub enum HandshakeFailure {
     Protocol,
     /// Client certificate missing or invalid.
     ClientAuth,
+    /// The client address already has `limits.per_client_ip` connections open.
+    ClientLimit,
     /// The client's address is not in the host's `allow` list.
     Denied,
     /// No common protocol version, cipher suite, signature scheme or ALPN protocol.
@@ -42,6 +46,8 @@ pub enum HandshakeFailure {
     ClientAlert,
     /// The connection closed or failed mid-handshake.
     Io,
+    /// The server's drain deadline passed before the connection reached its mode.
+    Shutdown,
 }
 
 impl HandshakeFailure {
@@ -53,27 +59,65 @@ impl HandshakeFailure {
             Self::Timeout => "timeout",
             Self::Protocol => "protocol",
             Self::ClientAuth => "client_auth",
+            Self::ClientLimit => "client_limit",
             Self::Denied => "denied",
             Self::Incompatible => "incompatible",
             Self::ClientAlert => "client_alert",
             Self::Io => "io",
+            Self::Shutdown => "shutdown",
         }
     }
 }
 
-/// A completed handshake, as counted.
-#[derive(Debug, Clone, Copy)]
-pub struct HandshakeInfo<'a> {
-    /// Host label.
-    pub host: &'a str,
-    /// "TLSv1.3" or "TLSv1.2".
-    pub version: &'static str,
-    /// IANA cipher suite name.
-    pub cipher: &'static str,
-    /// Whether the session was resumed.
-    pub resumed: bool,
-    /// From accept to handshake completion.
-    pub duration: Duration,
+/// How a connection that reached a host ended: the `outcome` label of
+/// `tlsedge_connections_closed_total` and the close line's field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both sides finished.
+    Ok,
+    /// No byte either way for `timeouts.idle`.
+    IdleTimeout,
+    /// Every backend was down or refused.
+    NoBackend,
+    /// Reading from or writing to the client failed.
+    ClientError,
+    /// Reading from or writing to the backend failed (or writing the PROXY header to it).
+    BackendError,
+    /// The TLS handshake with the backend failed.
+    BackendTlsError,
+    /// The PROXY header for the backend could not be built; the connection is closed rather
+    /// than sent without it.
+    ProxyHeaderError,
+    /// Still open at the drain deadline of a shutdown, and closed.
+    DrainTimeout,
+}
+
+impl Outcome {
+    /// Every outcome, in `as usize` order.
+    pub const ALL: [Self; 8] = [
+        Self::Ok,
+        Self::IdleTimeout,
+        Self::NoBackend,
+        Self::ClientError,
+        Self::BackendError,
+        Self::BackendTlsError,
+        Self::ProxyHeaderError,
+        Self::DrainTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::IdleTimeout => "idle_timeout",
+            Self::NoBackend => "no_backend",
+            Self::ClientError => "client_error",
+            Self::BackendError => "backend_error",
+            Self::BackendTlsError => "backend_tls_error",
+            Self::ProxyHeaderError => "proxy_header_error",
+            Self::DrainTimeout => "drain_timeout",
+        }
+    }
 }
 
 /// Histogram buckets for handshake duration, in seconds.
@@ -81,11 +125,23 @@ const HANDSHAKE_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Counts a connection in `tlsedge_connections_active` while it lives.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.active.decrement(1.0);
+    }
+}
+
 /// One server's metrics registry.
 #[derive(Debug)]
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// `tlsedge_connections_active`, registered once: it moves twice per connection.
+    active: Gauge,
 }
 
 impl Default for Metrics {
@@ -105,9 +161,14 @@ impl Metrics {
             .expect("static, non-empty bucket list")
             .build_recorder();
         let handle = recorder.handle();
-        let metrics = Self { recorder, handle };
+        let active = metrics::with_local_recorder(&recorder, || gauge!(CONNECTIONS_ACTIVE));
+        active.set(0.0);
+        let metrics = Self {
+            recorder,
+            handle,
+            active,
+        };
         metrics.with(describe_all);
-        metrics.with(|| gauge!(CONNECTIONS_ACTIVE).set(0.0));
         metrics
     }
 
@@ -127,49 +188,11 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
-    /// A handshake completed.
-    pub fn handshake_ok(&self, info: &HandshakeInfo<'_>) {
-        let resumed = if info.resumed { "true" } else { "false" };
-        self.with(|| {
-            counter!(HANDSHAKES, "host" => info.host.to_owned(), "version" => info.version,
-                "cipher" => info.cipher, "resumed" => resumed)
-            .increment(1);
-            histogram!(HANDSHAKE_DURATION, "host" => info.host.to_owned(), "resumed" => resumed)
-                .record(info.duration.as_secs_f64());
-        });
-    }
-
-    /// A handshake failed; logged at debug because a peer's misbehaviour is not our error.
-    pub fn handshake_failed(&self, client: SocketAddr, reason: HandshakeFailure, detail: &str) {
-        tracing::debug!(client.addr = %client, failure = reason.as_str(), detail, "handshake failed");
-        self.with(|| counter!(HANDSHAKE_FAILURES, "reason" => reason.as_str()).increment(1));
-    }
-
-    /// A client connection was accepted.
-    pub fn connection_opened(&self) {
-        self.with(|| gauge!(CONNECTIONS_ACTIVE).increment(1.0));
-    }
-
-    /// A client connection ended (whatever the outcome).
-    pub fn connection_closed(&self) {
-        self.with(|| gauge!(CONNECTIONS_ACTIVE).decrement(1.0));
-    }
-
-    /// A handshake for `host` completed and the connection is about to be proxied.
-    pub fn routed(&self, host: &str) {
-        self.with(|| counter!(CONNECTIONS, "host" => host.to_owned()).increment(1));
-    }
-
-    /// A proxied connection for `host` ended with `outcome`, having moved these bytes.
-    pub fn proxied(&self, host: &str, outcome: &'static str, bytes_in: u64, bytes_out: u64) {
-        self.with(|| {
-            counter!(CONNECTIONS_CLOSED, "host" => host.to_owned(), "outcome" => outcome)
-                .increment(1);
-            counter!(BYTES, "host" => host.to_owned(), "direction" => "client_to_backend")
-                .increment(bytes_in);
-            counter!(BYTES, "host" => host.to_owned(), "direction" => "backend_to_client")
-                .increment(bytes_out);
-        });
+    /// A client connection was accepted; it counts as open until the guard drops (also when
+    /// its task is cut at the drain deadline).
+    pub fn connection_opened(self: &Arc<Self>) -> OpenConnection {
+        self.active.increment(1.0);
+        OpenConnection(Arc::clone(self))
     }
 
     /// A connect to a backend failed.

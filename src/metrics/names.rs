@@ -7,7 +7,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Completed handshakes `{host, version, cipher, resumed}`.
 pub const HANDSHAKES: &str = "tlsedge_handshakes_total";
-/// Handshake duration from accept to completion `{host, resumed}`.
+/// Handshake duration from accept to completion `{host, version, resumed}`.
 pub const HANDSHAKE_DURATION: &str = "tlsedge_handshake_duration_seconds";
 /// Failed handshakes `{reason}`.
 pub const HANDSHAKE_FAILURES: &str = "tlsedge_handshake_failures_total";
@@ -45,6 +45,8 @@ pub const TICKET_KEYS_LOADED: &str = "tlsedge_ticket_keys_loaded";
 pub const TICKET_REJECTIONS: &str = "tlsedge_ticket_rejections_total";
 /// Age of the current ticket encryption key.
 pub const TICKET_KEY_AGE: &str = "tlsedge_ticket_key_age_seconds";
+/// Connections refused at their PROXY header `{reason}`.
+pub const PROXY_PROTOCOL_ERRORS: &str = "tlsedge_proxy_protocol_errors_total";
 /// Failed accept() calls.
 pub const ACCEPT_ERRORS: &str = "tlsedge_accept_errors_total";
 
@@ -61,7 +63,7 @@ pub(crate) fn describe_all() {
     describe_counter!(CONNECTIONS, "Client connections proxied to a host.");
     describe_counter!(
         CONNECTIONS_CLOSED,
-        "Proxied connections by outcome (ok, idle_timeout, no_backend, client_error, backend_error, backend_tls_error)."
+        "Proxied connections by outcome (ok, idle_timeout, no_backend, client_error, backend_error, backend_tls_error, proxy_header_error, drain_timeout)."
     );
     describe_counter!(BACKEND_CONNECT_ERRORS, "Failed TCP connects to backends.");
     describe_counter!(
@@ -85,6 +87,10 @@ pub(crate) fn describe_all() {
     describe_gauge!(
         CONFIG_GENERATION,
         "Generation number of the configuration being served."
+    );
+    describe_counter!(
+        PROXY_PROTOCOL_ERRORS,
+        "Connections refused at their PROXY header, by reason (untrusted, malformed, timeout)."
     );
     describe_counter!(
         ACCEPT_ERRORS,

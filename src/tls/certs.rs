@@ -257,3 +257,9 @@ fn leaf_facts(der: &[u8]) -> Result<LeafFacts, String> {
         serial: cert.raw_serial_as_string().replace(':', ""),
     })
 }
+
+/// The subject distinguished name of a DER certificate (`CN=client-7, O=Example`), for logs.
+pub fn subject(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.subject().to_string())
+}

@@ -38,6 +38,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Backends tried per client connection.
     pub backend_attempts: usize,
+    /// Open connections allowed per client address (`limits.per_client_ip`), if limited.
+    pub per_client_ip: Option<std::num::NonZeroU32>,
     /// Session resumption settings.
     pub sessions: Sessions,
     /// Reload timing.
@@ -327,6 +329,7 @@ impl Validator<'_> {
             },
             max_connections: raw.limits.max_connections,
             backend_attempts: raw.limits.backend_attempts,
+            per_client_ip: None,
             sessions: Sessions {
                 cache_size: s.cache_size,
                 ticket_key_file: s.ticket_key_file.as_ref().map(|p| self.base.join(p)),

@@ -1,9 +1,9 @@
 //! The accept loop: one per listening socket. A connection needs a permit from the shared
 //! semaphore (the `max_connections` limit) before it is accepted, so excess clients wait in the
-//! kernel's backlog instead of costing memory here.
+//! kernel's backlog instead of costing memory here. Each accepted socket becomes one task that
+//! runs [`super::serve`] with the connection's [`ConnInfo`].
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection;
+use super::{ConnInfo, ListenerInfo, Shutdown};
 use crate::runtime::Runtime;
 
 /// The longest pause after repeated accept failures (e.g. out of file descriptors).
@@ -32,13 +32,16 @@ pub(crate) struct Lifecycle {
 /// Accepts until `stop_accepting` is cancelled.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
+    info: Arc<ListenerInfo>,
     rt: Arc<Runtime>,
     limit: Arc<Semaphore>,
     life: Lifecycle,
 ) {
-    let local = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local = info.addr;
+    let shutdown = Shutdown {
+        drain: life.stop_accepting.clone(),
+        abort: life.abort.clone(),
+    };
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -52,7 +55,7 @@ pub(crate) async fn accept_loop(
             () = life.stop_accepting.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, client) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             // The client gave up before we accepted: nothing to back off from.
             Err(e) if is_per_connection(&e) => continue,
@@ -68,13 +71,20 @@ pub(crate) async fn accept_loop(
         };
         backoff = Duration::from_millis(5);
         let _ = stream.set_nodelay(true);
+        let conn = ConnInfo {
+            peer,
+            // A wildcard listener's connections each have their own local address.
+            local: if local.ip().is_unspecified() {
+                stream.local_addr().unwrap_or(local)
+            } else {
+                local
+            },
+            listener: Arc::clone(&info),
+        };
         let rt = Arc::clone(&rt);
-        let abort = life.abort.clone();
+        let shutdown = shutdown.clone();
         life.tasks.spawn(async move {
-            tokio::select! {
-                () = connection::serve(rt, stream, client) => {}
-                () = abort.cancelled() => {}
-            }
+            super::serve(rt, stream, conn, shutdown).await;
             drop(permit);
         });
     }

@@ -10,7 +10,7 @@
 //!
 //! Half-close is propagated both ways (client EOF → backend `shutdown(Write)`, backend EOF →
 //! TLS close_notify + FIN). The relay ends when both directions are done, on an error, or when
-//! no byte moved either way for the idle timeout.
+//! no byte moved either way for the idle timeout, or at the server's drain deadline.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep};
+use tokio_util::sync::CancellationToken;
 
 /// Size of a relay buffer: one maximal TLS record of plaintext.
 const BUFFER_SIZE: usize = 16 * 1024;
@@ -56,6 +57,8 @@ pub enum RelayEnd {
     Client(io::Error),
     /// Reading from or writing to the backend failed.
     Backend(io::Error),
+    /// The server's drain deadline passed.
+    Aborted,
 }
 
 /// Bytes moved and how the relay ended.
@@ -130,8 +133,13 @@ where
     }
 }
 
-/// Relays until both directions are closed, an error, or `idle` without traffic.
-pub async fn relay<C, B>(client: &mut C, backend: &mut B, idle: Duration) -> RelayOutcome
+/// Relays until both directions are closed, an error, `idle` without traffic, or `abort`.
+pub async fn relay<C, B>(
+    client: &mut C,
+    backend: &mut B,
+    idle: Duration,
+    abort: &CancellationToken,
+) -> RelayOutcome
 where
     C: AsyncBufRead + AsyncWrite + Unpin,
     B: BackendRead + AsyncWrite + Unpin,
@@ -143,7 +151,12 @@ where
         idle,
         timer: Box::pin(sleep(idle)),
     };
-    let end = poll_fn(|cx| state.poll(cx, client, backend)).await;
+    // The state lives outside the select, so a relay cut by `abort` still reports its counts.
+    let end = tokio::select! {
+        biased;
+        end = poll_fn(|cx| state.poll(cx, client, backend)) => end,
+        () = abort.cancelled() => RelayEnd::Aborted,
+    };
     if let Some(buffer) = state.down.buffer.take() {
         give_buffer(buffer);
     }

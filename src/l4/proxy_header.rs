@@ -6,40 +6,36 @@
 use std::net::SocketAddr;
 
 use ppp::v2::{Builder, Command, Protocol, Type, Version};
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use rustls::ServerConnection;
 
-use crate::config::model::ProxyProtocol;
-use crate::snapshot::Host;
+use crate::conn::Endpoints;
+use crate::conn::accept::Negotiated;
 
-/// The header to send first to the backend, if the host asks for one.
+/// The header could not be encoded (a field too long for its TLV). The connection is closed
+/// rather than sent on without it: a backend that expects the header would otherwise read the
+/// client's bytes as one, or trust the wrong address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode the PROXY v2 header: {0}")]
+pub struct HeaderError(#[from] std::io::Error);
+
+/// The v2 header for a connection between `ends` over `conn`.
 pub(crate) fn build(
-    host: &Host,
-    client: SocketAddr,
-    tls: &TlsStream<TcpStream>,
-    sni: Option<&str>,
-) -> Option<Vec<u8>> {
-    let ProxyProtocol::V2 = host.proxy_protocol?;
-    let (tcp, conn) = tls.get_ref();
-    let local = tcp.local_addr().ok()?;
+    ends: Endpoints,
+    conn: &ServerConnection,
+    negotiated: &Negotiated,
+) -> Result<Vec<u8>, HeaderError> {
+    let peer_certs = conn.peer_certificates();
     let session = Session {
-        sni,
+        sni: conn.server_name(),
         alpn: conn.alpn_protocol(),
-        version: match conn.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-            _ => "TLSv1.2",
-        },
-        cipher: conn
-            .negotiated_cipher_suite()
-            .and_then(|s| s.suite().as_str())
-            .unwrap_or(""),
-        client_cn: conn
-            .peer_certificates()
+        version: negotiated.handshake.version,
+        cipher: negotiated.handshake.cipher(),
+        client_cn: peer_certs
             .and_then(|certs| certs.first())
             .and_then(|leaf| common_name(leaf)),
-        client_cert: conn.peer_certificates().is_some_and(|c| !c.is_empty()),
+        client_cert: peer_certs.is_some_and(|c| !c.is_empty()),
     };
-    v2(client, local, &session)
+    v2(ends.client, ends.server, &session)
 }
 
 /// What the header says about the TLS session.
@@ -54,7 +50,11 @@ pub(crate) struct Session<'a> {
 }
 
 /// Encodes a v2 PROXY header for a TCP connection from `client` to `local`.
-pub(crate) fn v2(client: SocketAddr, local: SocketAddr, session: &Session<'_>) -> Option<Vec<u8>> {
+pub(crate) fn v2(
+    client: SocketAddr,
+    local: SocketAddr,
+    session: &Session<'_>,
+) -> Result<Vec<u8>, HeaderError> {
     // Both addresses must be of one family; map IPv4 to IPv6 when they differ.
     let (client, local) = match (client, local) {
         (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {
@@ -68,17 +68,19 @@ pub(crate) fn v2(client: SocketAddr, local: SocketAddr, session: &Session<'_>) -
         (client, local),
     );
     if let Some(alpn) = session.alpn {
-        builder = builder.write_tlv(Type::ALPN, alpn).ok()?;
+        builder = builder.write_tlv(Type::ALPN, alpn)?;
     }
     if let Some(sni) = session.sni {
-        builder = builder.write_tlv(Type::Authority, sni.as_bytes()).ok()?;
+        builder = builder.write_tlv(Type::Authority, sni.as_bytes())?;
     }
-    builder = builder.write_tlv(Type::SSL, &ssl_tlv(session)).ok()?;
-    builder.build().ok()
+    builder = builder.write_tlv(Type::SSL, &ssl_tlv(session))?;
+    Ok(builder.build()?)
 }
 
-/// The PP2_TYPE_SSL value: client flags, verify result (0 = verified: rustls only completes a
-/// handshake whose client certificate verified), then sub-TLVs.
+/// The PP2_TYPE_SSL value: client flags, the verify result, then sub-TLVs. The spec's verify
+/// field is zero only when the client presented a certificate and it verified (rustls only
+/// completes a handshake whose presented certificate verified); without a certificate it is
+/// non-zero.
 fn ssl_tlv(session: &Session<'_>) -> Vec<u8> {
     const CLIENT_SSL: u8 = 0x01;
     const CLIENT_CERT_CONN: u8 = 0x02;
@@ -86,7 +88,9 @@ fn ssl_tlv(session: &Session<'_>) -> Vec<u8> {
     if session.client_cert {
         flags |= CLIENT_CERT_CONN;
     }
-    let mut value = vec![flags, 0, 0, 0, 0];
+    let verify: u32 = if session.client_cert { 0 } else { 1 };
+    let mut value = vec![flags];
+    value.extend_from_slice(&verify.to_be_bytes());
     let mut sub = |kind: Type, bytes: &[u8]| {
         let Ok(len) = u16::try_from(bytes.len()) else {
             return;
@@ -159,5 +163,20 @@ mod tests {
         assert_eq!(&sub[3..10], b"TLSv1.3");
         assert_eq!(sub[10], Type::SSLCommonName as u8);
         assert_eq!(&sub[13..21], b"client-7");
+    }
+
+    #[test]
+    fn ssl_tlv_says_not_verified_without_a_client_certificate() {
+        let session = Session {
+            version: "TLSv1.3",
+            ..Session::default()
+        };
+        let ssl = ssl_tlv(&session);
+        assert_eq!(ssl[0], 0x01, "TLS, no client certificate");
+        assert_ne!(
+            &ssl[1..5],
+            &[0, 0, 0, 0],
+            "verify is non-zero without a certificate"
+        );
     }
 }

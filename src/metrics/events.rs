@@ -1,0 +1,128 @@
+//! Connection events: each function here writes the log line and bumps the counters of one
+//! event, so logs and metrics never disagree.
+//!
+//! Every connection ends with exactly one `connection closed` line at info level — the access
+//! log — whichever stage it ended in. The span around it carries `client.addr` (the PROXY
+//! header's address when there is one), `tls.sni`, `tls.host` and `backend.addr` as far as they
+//! became known. The line's own `outcome` and `reason` fields are the values of the metric
+//! labels of the same names; its `tls.host` is the `host` label.
+
+use std::error::Error;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use metrics::counter;
+
+use super::names::{HANDSHAKE_FAILURES, PROXY_PROTOCOL_ERRORS};
+use super::{HandshakeFailure, Metrics, Outcome};
+use crate::conn::accept::{Negotiated, Refusal};
+use crate::conn::proxy_protocol::ProxyError;
+use crate::snapshot::Host;
+
+/// How a connection that reached a host ended.
+#[derive(Debug)]
+pub struct Closed {
+    /// The outcome label.
+    pub outcome: Outcome,
+    /// Plaintext bytes from the client to the backend.
+    pub bytes_in: u64,
+    /// Bytes from the backend to the client.
+    pub bytes_out: u64,
+    /// From the handshake's end to the close.
+    pub relayed_for: Duration,
+    /// What failed, if anything.
+    pub error: Option<Box<dyn Error + Send + Sync>>,
+}
+
+impl Closed {
+    /// An end with no bytes moved.
+    pub fn new<E: Error + Send + Sync + 'static>(outcome: Outcome, error: Option<E>) -> Self {
+        Self {
+            outcome,
+            bytes_in: 0,
+            bytes_out: 0,
+            relayed_for: Duration::ZERO,
+            error: error.map(|e| Box::new(e) as _),
+        }
+    }
+}
+
+/// A handshake completed: counted by version, cipher and resumption, timed.
+pub fn handshake_done(m: &Metrics, host: &Host, negotiated: &Negotiated) {
+    host.metrics
+        .handshake(m, negotiated.handshake, negotiated.took.as_secs_f64());
+    host.metrics.routed(m);
+}
+
+/// A connection that reached a host ended: the access log line.
+pub fn closed(m: &Metrics, host: &Host, negotiated: &Negotiated, end: &Closed) {
+    host.metrics
+        .closed(m, end.outcome, end.bytes_in, end.bytes_out);
+    let hs = &negotiated.handshake;
+    tracing::info!(
+        outcome = end.outcome.as_str(),
+        tls.version = hs.version,
+        tls.cipher = hs.cipher(),
+        tls.resumed = hs.resumed,
+        tls.alpn = negotiated.alpn.as_deref(),
+        tls.client_subject = negotiated.client_subject.as_deref(),
+        handshake_ms = millis(negotiated.took),
+        duration_ms = millis(negotiated.took + end.relayed_for),
+        bytes.client_to_backend = end.bytes_in,
+        bytes.backend_to_client = end.bytes_out,
+        error = end.error.as_ref().map(tracing::field::display),
+        "connection closed"
+    );
+}
+
+/// A connection was refused before or during its handshake.
+pub fn refused(m: &Metrics, refusal: &Refusal) {
+    let reason = refusal.reason.as_str();
+    tracing::info!(
+        outcome = "handshake_failed",
+        reason,
+        detail = refusal.detail,
+        "connection closed"
+    );
+    m.with(|| counter!(HANDSHAKE_FAILURES, "reason" => reason).increment(1));
+}
+
+/// The client address already had `limit` connections open.
+pub fn client_over_limit(m: &Metrics, limit: NonZeroU32) {
+    let reason = HandshakeFailure::ClientLimit.as_str();
+    tracing::info!(
+        outcome = "handshake_failed",
+        reason,
+        limit = limit.get(),
+        "connection closed"
+    );
+    m.with(|| counter!(HANDSHAKE_FAILURES, "reason" => reason).increment(1));
+}
+
+/// The PROXY header was missing, malformed, late, or from an untrusted peer.
+pub fn proxy_protocol_failed(m: &Metrics, error: &ProxyError) {
+    let reason = error.reason();
+    tracing::info!(
+        outcome = "proxy_protocol_error",
+        reason,
+        error = %error,
+        "connection closed"
+    );
+    m.with(|| counter!(PROXY_PROTOCOL_ERRORS, "reason" => reason).increment(1));
+}
+
+/// A connection still in its handshake (or connecting its backend) at the drain deadline was
+/// closed.
+pub fn cut_at_drain_deadline(m: &Metrics) {
+    let reason = HandshakeFailure::Shutdown.as_str();
+    tracing::info!(
+        outcome = Outcome::DrainTimeout.as_str(),
+        reason,
+        "connection closed"
+    );
+    m.with(|| counter!(HANDSHAKE_FAILURES, "reason" => reason).increment(1));
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
