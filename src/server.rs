@@ -66,13 +66,13 @@ impl Server {
         let config = loaded.config;
         // Watch before fingerprinting: a change after this point is either in the fingerprint
         // or queued as an event for `run`.
-        let (trigger, signals) = watch::channel(config.reload.watch, &files);
-        let tls = TlsShared::new(&config.sessions)?;
-        let mut listeners = Vec::with_capacity(config.listeners.len());
-        for &addr in &config.listeners {
-            listeners.push(bind(addr).await?);
+        let (trigger, signals) = watch::channel(config.start.reload.watch, &files);
+        let tls = TlsShared::new(&config.start.sessions, config.ticket_key_file.as_deref())?;
+        let mut listeners = Vec::with_capacity(config.start.listeners.len());
+        for listener in &config.start.listeners {
+            listeners.push(bind(listener.addr).await?);
         }
-        let admin = match config.admin {
+        let admin = match config.start.admin {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
@@ -131,7 +131,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let rt = self.runtime;
         let snapshot = rt.snapshot.load_full();
-        let limit = Arc::new(Semaphore::new(snapshot.config.max_connections));
+        let limit = Arc::new(Semaphore::new(snapshot.config.start.max_connections));
         let life = Lifecycle {
             stop_accepting: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -165,11 +165,11 @@ impl Server {
         let health = tokio::spawn(crate::proxy::health_check::run(Arc::clone(&rt)));
         let resolver = tokio::spawn(crate::proxy::resolve::run(
             Arc::clone(&rt),
-            snapshot.config.reload.dns_refresh,
+            snapshot.config.start.reload.dns_refresh,
         ));
         let watcher = tokio::spawn(watch::run(
             self.reloader,
-            snapshot.config.reload,
+            snapshot.config.start.reload,
             self.signals,
             admin_stop.clone(),
         ));

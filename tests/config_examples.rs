@@ -48,7 +48,7 @@ fn example_config_validates_with_generated_certificates() {
     assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let config = loaded.config;
     assert_eq!(config.hosts.len(), 3);
-    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(config.start.listeners.len(), 2);
     assert!(config.hosts.iter().all(|h| h.certs.is_some()));
     assert_eq!(config.hosts[0].certs.as_ref().unwrap().len(), 2);
     assert_eq!(config.default_host, Some(0));

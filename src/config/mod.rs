@@ -11,4 +11,6 @@ pub mod validate;
 
 pub use load::{LoadError, Loaded, load};
 pub use problem::{Problem, Problems, Severity};
-pub use validate::{BackendConfig, Config, HostConfig, Timeouts};
+pub use validate::{
+    BackendConfig, Config, HostConfig, ListenerConfig, ProxyInput, StartConfig, Timeouts,
+};
