@@ -150,7 +150,8 @@ fn snapshot(c: &mut Criterion) {
     group.bench_function("load_10000_hosts", |b| b.iter(|| site.load(&text)));
     group.finish();
     let config = Arc::new(site.load(&text));
-    let tls = TlsShared::new(&config.sessions).expect("tls state");
+    let tls = TlsShared::new(&config.start.sessions, config.ticket_key_file.as_deref())
+        .expect("tls state");
     let mut group = c.benchmark_group("snapshot");
     group.sample_size(10);
     group.bench_function("build_10000_hosts", |b| {
@@ -240,7 +241,8 @@ fn handshake(
 fn handshakes(c: &mut Criterion) {
     let site = Site::new();
     let config = Arc::new(site.load(&Site::config_text(1)));
-    let tls = TlsShared::new(&config.sessions).expect("tls state");
+    let tls = TlsShared::new(&config.start.sessions, config.ticket_key_file.as_deref())
+        .expect("tls state");
     let snapshot = Snapshot::build(config, &tls, None, 1).0;
     let server_config = Arc::clone(&snapshot.hosts[0].tls);
     let mut group = c.benchmark_group("handshake");

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, LoadError};
+use crate::config::ProxyInput;
 use crate::conn::ListenerInfo;
 use crate::conn::listener::{Lifecycle, accept_loop};
 use crate::metrics::Metrics;
@@ -44,7 +45,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     runtime: Arc<Runtime>,
-    listeners: Vec<TcpListener>,
+    /// Bound sockets, each with its connections' settings.
+    listeners: Vec<(TcpListener, Option<ProxyInput>)>,
     admin: Option<TcpListener>,
     config_path: PathBuf,
     reloader: Arc<Reloader>,
@@ -67,13 +69,14 @@ impl Server {
         let config = loaded.config;
         // Watch before fingerprinting: a change after this point is either in the fingerprint
         // or queued as an event for `run`.
-        let (trigger, signals) = watch::channel(config.reload.watch, &files);
-        let tls = TlsShared::new(&config.sessions)?;
-        let mut listeners = Vec::with_capacity(config.listeners.len());
-        for &addr in &config.listeners {
-            listeners.push(bind(addr).await?);
+        let (trigger, signals) = watch::channel(config.start.reload.watch, &files);
+        let tls = TlsShared::new(&config.start.sessions, config.ticket_key_file.as_deref())?;
+        let mut listeners = Vec::with_capacity(config.start.listeners.len());
+        for listener in &config.start.listeners {
+            let socket = bind(listener.addr).await?;
+            listeners.push((socket, listener.proxy_protocol.clone()));
         }
-        let admin = match config.admin {
+        let admin = match config.start.admin {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
@@ -103,7 +106,7 @@ impl Server {
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
@@ -132,21 +135,21 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let rt = self.runtime;
         let snapshot = rt.snapshot.load_full();
-        let limit = Arc::new(Semaphore::new(snapshot.config.max_connections));
+        let limit = Arc::new(Semaphore::new(snapshot.config.start.max_connections));
         let life = Lifecycle {
             stop_accepting: CancellationToken::new(),
             abort: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
         let admin_stop = CancellationToken::new();
-        for listener in self.listeners {
+        for (listener, proxy_protocol) in self.listeners {
             let Ok(addr) = listener.local_addr() else {
                 continue;
             };
             tracing::info!(listener.addr = %addr, "accepting TLS connections");
             let info = Arc::new(ListenerInfo {
                 addr,
-                proxy_protocol: None,
+                proxy_protocol,
             });
             tokio::spawn(accept_loop(
                 listener,
@@ -172,11 +175,11 @@ impl Server {
         let health = tokio::spawn(crate::proxy::health_check::run(Arc::clone(&rt)));
         let resolver = tokio::spawn(crate::proxy::resolve::run(
             Arc::clone(&rt),
-            snapshot.config.reload.dns_refresh,
+            snapshot.config.start.reload.dns_refresh,
         ));
         let watcher = tokio::spawn(watch::run(
             self.reloader,
-            snapshot.config.reload,
+            snapshot.config.start.reload,
             self.signals,
             admin_stop.clone(),
         ));

@@ -113,6 +113,44 @@ fn check_reports_a_mistyped_key() {
 }
 
 #[test]
+fn check_reports_out_of_range_numbers_and_durations_without_panicking() {
+    let site = Site::new();
+    ecdsa(&site, "app", &["app.test"]);
+    let body = format!(
+        "timeouts: {{ handshake: 100000000000y }}\nlimits: {{ max_connections: 100000000000 }}\n\
+         reload: {{ debounce: 100000000000y }}\nhosts:\n{}",
+        host(
+            &["app.test"],
+            &["app"],
+            &["127.0.0.1:9".parse().unwrap()],
+            "    health_check: { interval: 100000000000y }\n"
+        )
+    );
+    let path = site.config(&body);
+    let out = tlsedge("check", &path);
+    assert_eq!(out.status.code(), Some(1));
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let file = path.display().to_string();
+    for field in [
+        "timeouts.handshake",
+        "limits.max_connections",
+        "reload.debounce",
+        "hosts[0] (app.test): health_check.interval",
+    ] {
+        assert!(
+            text.lines().any(|l| l.contains(&file)
+                && l.contains(field)
+                && l.contains("is more than the maximum")),
+            "no line for {field} in:\n{text}"
+        );
+    }
+}
+
+#[test]
 fn run_refuses_a_broken_config_with_exit_2() {
     let (_site, path) = broken_site();
     let out = tlsedge("run", &path);

@@ -22,8 +22,8 @@ fn write_pair(dir: &Path, ca: &Ca, cert: &Path, key: &Path, names: &[String], ki
     }
 }
 
-#[test]
-fn example_config_validates_with_generated_certificates() {
+/// The example, with certificates generated for the files it names, loaded strictly.
+fn load_example() -> (tempfile::TempDir, config::Loaded) {
     let text = std::fs::read_to_string(EXAMPLE).unwrap();
     let raw: RawConfig = serde_yaml::from_str(&text).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -45,13 +45,36 @@ fn example_config_validates_with_generated_certificates() {
     std::fs::write(&path, &text).unwrap();
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let loaded = config::load(&path, &provider).unwrap().strict().unwrap();
+    (dir, loaded)
+}
+
+#[test]
+fn example_config_validates_with_generated_certificates() {
+    let (_dir, loaded) = load_example();
     assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let config = loaded.config;
     assert_eq!(config.hosts.len(), 3);
-    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(config.start.listeners.len(), 2);
     assert!(config.hosts.iter().all(|h| h.certs.is_some()));
     assert_eq!(config.hosts[0].certs.as_ref().unwrap().len(), 2);
     assert_eq!(config.default_host, Some(0));
     assert!(config.hosts[0].health_check.is_some());
     assert!(config.hosts[2].client_auth.is_some());
+}
+
+#[test]
+fn example_config_shows_both_listener_forms() {
+    let (_dir, loaded) = load_example();
+    let listeners = &loaded.config.start.listeners;
+    assert_eq!(listeners[0].addr, "0.0.0.0:443".parse().unwrap());
+    assert_eq!(listeners[0].proxy_protocol, None);
+    assert_eq!(listeners[1].addr, "0.0.0.0:8443".parse().unwrap());
+    let proxy = listeners[1].proxy_protocol.as_ref().expect("PROXY input");
+    let trusted: Vec<String> = proxy.trusted.iter().map(ToString::to_string).collect();
+    assert_eq!(trusted, ["10.0.0.0/8", "192.0.2.7/32"]);
+    assert_eq!(proxy.timeout, std::time::Duration::from_secs(3));
+    assert_eq!(
+        loaded.config.per_client_ip, None,
+        "commented out: off by default"
+    );
 }

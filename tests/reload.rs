@@ -1,7 +1,7 @@
 //! Hot certificate rotation: every way of replacing a file is picked up within 2 s while
 //! established connections keep relaying; broken files keep the old certificate per host;
-//! invalid YAML rejects the whole reload; bursts are debounced; reloads under load fail no
-//! handshake.
+//! invalid YAML rejects the whole reload; start-time settings keep their running values; bursts
+//! are debounced; reloads under load fail no handshake.
 
 mod common;
 
@@ -563,6 +563,52 @@ async fn hosts_are_added_and_removed_by_editing_the_config() {
     // The removed host's state gauges are gone (event counters keep their history).
     assert!(m.samples(STALE, &[("host", "b.test")]).is_empty());
     assert_eq!(m.samples(STALE, &[("host", "c.test")]), vec![0.0]);
+}
+
+#[tokio::test]
+async fn start_time_settings_are_kept_while_the_rest_of_the_edit_applies() {
+    let site = Site::new();
+    let a = Backend::start("a").await;
+    let c = Backend::start("c").await;
+    for name in ["a", "c"] {
+        ecdsa(&site, name, &[&format!("{name}.test")]);
+    }
+    let a_host = host(&["a.test"], &["a"], &[a.addr], "");
+    let lb = Lb::start(&site.config(&format!("{}hosts:\n{a_host}", reload_settings(100)))).await;
+    let client = ClientOpts::default().build(&site.ca);
+    let running = lb.runtime.snapshot.load().config.start.clone();
+    let m = lb.metrics().await;
+    let partial = m.value(RELOADS, &[("result", "partial")]);
+    let applied = m.value(RELOADS, &[("result", "applied")]);
+    // One edit: two start-time settings (reload.debounce, limits.max_connections) and a new host.
+    site.config(&format!(
+        "{}limits: {{ max_connections: 5 }}\nhosts:\n{a_host}{}",
+        reload_settings(300),
+        host(&["c.test"], &["c"], &[c.addr], "")
+    ));
+    common::wait_for("c.test served", ROTATION, || async {
+        hello(lb.addr, "c.test", &client).await.is_ok()
+    })
+    .await;
+    assert_eq!(
+        hello(lb.addr, "c.test", &client).await.unwrap().backend,
+        "c"
+    );
+    let m = lb
+        .wait_metric(RELOADS, &[("result", "partial")], partial + 1.0)
+        .await;
+    assert_eq!(m.value(RELOADS, &[("result", "applied")]), applied);
+    let served = lb.runtime.snapshot.load();
+    assert_eq!(
+        served.config.start, running,
+        "the running start-time settings stay"
+    );
+    assert_eq!(
+        served.config.start.reload.debounce,
+        Duration::from_millis(100)
+    );
+    assert_eq!(served.config.start.max_connections, 10_000);
+    assert_eq!(served.config.hosts.len(), 2);
 }
 
 #[tokio::test]

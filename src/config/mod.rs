@@ -11,13 +11,6 @@ pub mod validate;
 
 pub use load::{LoadError, Loaded, load};
 pub use problem::{Problem, Problems, Severity};
-pub use validate::{BackendConfig, Config, HostConfig, Timeouts};
-
-/// PROXY protocol (v1 or v2) accepted from load balancers in front of a listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyInput {
-    /// Peers allowed to connect and send the header.
-    pub trusted: Vec<ipnet::IpNet>,
-    /// How long the header may take, within the handshake deadline.
-    pub timeout: std::time::Duration,
-}
+pub use validate::{
+    BackendConfig, Config, HostConfig, ListenerConfig, ProxyInput, StartConfig, Timeouts,
+};

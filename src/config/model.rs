@@ -4,17 +4,19 @@
 //! silently ignored setting. Turning this raw model into something the proxy can serve is the
 //! job of [`super::validate`].
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// TLS listen addresses, e.g. `0.0.0.0:443` or `[::]:443`.
-    pub listeners: Vec<String>,
+    /// TLS listeners: `0.0.0.0:443`, `[::]:443`, or objects with options.
+    pub listeners: Vec<RawListener>,
     /// The separate metrics and health listener.
     #[serde(default)]
     pub admin: RawAdmin,
@@ -35,6 +37,70 @@ pub struct RawConfig {
     pub default_host: Option<String>,
     /// The hosts (virtual servers) this proxy terminates TLS for.
     pub hosts: Vec<RawHost>,
+}
+
+/// One `listeners` entry: a plain `"ip:port"` string, or an object with options.
+#[derive(Debug, Clone)]
+pub enum RawListener {
+    /// `"0.0.0.0:443"`.
+    Addr(String),
+    /// `{ bind: "0.0.0.0:8443", proxy_protocol: { ... } }`.
+    Object(RawListenerObject),
+}
+
+// Deserialized like `#[serde(untagged)]`, but written out: an untagged enum reports every
+// mistake in the object form as "data did not match any variant", losing serde's own message
+// (`unknown field `bnd`, expected `bind` or `proxy_protocol``).
+impl<'de> Deserialize<'de> for RawListener {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListenerVisitor;
+
+        impl<'de> Visitor<'de> for ListenerVisitor {
+            type Value = RawListener;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address \"ip:port\" or an object { bind, proxy_protocol }")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawListener, E> {
+                Ok(RawListener::Addr(value.to_owned()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawListener, A::Error> {
+                let object = de::value::MapAccessDeserializer::new(map);
+                RawListenerObject::deserialize(object).map(RawListener::Object)
+            }
+        }
+
+        deserializer.deserialize_any(ListenerVisitor)
+    }
+}
+
+/// A listener written as an object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerObject {
+    /// The listen address `ip:port`.
+    pub bind: String,
+    /// Accept a PROXY protocol header (v1 or v2) from trusted load balancers in front.
+    #[serde(default)]
+    pub proxy_protocol: Option<RawProxyInput>,
+}
+
+/// PROXY protocol input on a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyInput {
+    /// Addresses (CIDRs or single IPs) allowed to send the header; must not be empty.
+    #[serde(default)]
+    pub trusted: Vec<String>,
+    /// How long a connection may take to send its header.
+    #[serde(default = "default_proxy_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_proxy_timeout() -> Duration {
+    Duration::from_secs(3)
 }
 
 /// The admin (metrics and health) listener.
@@ -100,6 +166,8 @@ pub struct RawLimits {
     pub max_connections: usize,
     /// Maximum backends tried for one client connection before giving up.
     pub backend_attempts: usize,
+    /// Maximum concurrent connections from one client IP address; absent: no limit.
+    pub per_client_ip: Option<u32>,
 }
 
 impl Default for RawLimits {
@@ -107,6 +175,7 @@ impl Default for RawLimits {
         Self {
             max_connections: 10_000,
             backend_attempts: 3,
+            per_client_ip: None,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! prints them all.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::tls::certs::CertError;
 
@@ -123,6 +125,28 @@ pub enum Issue {
     /// A number that must be positive is zero.
     #[error("must be greater than zero")]
     Zero,
+    /// A number or duration above its upper bound.
+    #[error("{value} is more than the maximum of {max}")]
+    TooLarge {
+        /// What was written.
+        value: Quantity,
+        /// The largest accepted value.
+        max: Quantity,
+    },
+    /// Two listeners (or a listener and the admin listener) on the same address.
+    #[error("address {addr} is already used by listeners[{other}]")]
+    DuplicateListener {
+        /// The address.
+        addr: SocketAddr,
+        /// The index of the listener that uses it first.
+        other: usize,
+    },
+    /// PROXY protocol input without a list of trusted senders.
+    #[error(
+        "must list the addresses allowed to send a PROXY header (a header from anyone would let \
+         every client claim any address)"
+    )]
+    NoTrustedProxies,
     /// A ticket lifetime above the 24 h that scanners flag.
     #[error("ticket lifetime must be between 1s and 24h")]
     TicketLifetime,
@@ -142,6 +166,26 @@ pub enum Issue {
         /// Its permission bits.
         mode: u32,
     },
+}
+
+/// A configured number or duration, as shown in a [`Issue::TooLarge`] message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    /// A count or size.
+    Number(u64),
+    /// A duration, shown like it is written (`1day`, `10s`).
+    Duration(Duration),
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Duration(d) => {
+                write!(f, "{}", humantime_serde::re::humantime::format_duration(*d))
+            }
+        }
+    }
 }
 
 /// One problem, located by file, host and field.

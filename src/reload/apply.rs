@@ -174,45 +174,28 @@ impl Reloader {
     }
 
     /// Settings bound when the process started (sockets, the connection semaphore, the session
-    /// cache) cannot change on reload: keep the running values and say so.
+    /// cache, the reload timing) cannot change on reload: keep the running values and name each
+    /// one that differs. Returns whether any did.
     fn keep_start_time_settings(&self, config: &mut Config) -> bool {
         let running = self.rt.snapshot.load_full();
-        let old = &running.config;
-        let mut kept = Vec::new();
-        if config.listeners != old.listeners {
-            config.listeners.clone_from(&old.listeners);
-            kept.push("listeners");
+        let running = &running.config.start;
+        if config.start == *running {
+            return false;
         }
-        if config.admin != old.admin {
-            config.admin = old.admin;
-            kept.push("admin.bind");
-        }
-        if config.max_connections != old.max_connections {
-            config.max_connections = old.max_connections;
-            kept.push("limits.max_connections");
-        }
-        if config.sessions.cache_size != old.sessions.cache_size
-            || config.sessions.ticket_lifetime != old.sessions.ticket_lifetime
-            || config.sessions.ticket_rotate_every != old.sessions.ticket_rotate_every
-        {
-            config.sessions.cache_size = old.sessions.cache_size;
-            config.sessions.ticket_lifetime = old.sessions.ticket_lifetime;
-            config.sessions.ticket_rotate_every = old.sessions.ticket_rotate_every;
-            kept.push("sessions (cache_size, ticket_lifetime, ticket_rotate_every)");
-        }
-        for setting in &kept {
+        for setting in config.start.changed(running) {
             tracing::warn!(
                 setting,
                 "changing this setting needs a restart; keeping the running value"
             );
         }
-        !kept.is_empty()
+        config.start.clone_from(running);
+        true
     }
 
     /// Re-reads the ticket key file; a malformed one keeps the old keys.
     fn reload_ticket_keys(&self, config: &Config) -> bool {
         let tickets = &self.rt.tls.tickets;
-        let result = match &config.sessions.ticket_key_file {
+        let result = match &config.ticket_key_file {
             Some(path) => tickets.load_file(path).map(|changed| {
                 if changed {
                     tracing::info!(path = %path.display(), keys = tickets.loaded(), "ticket keys reloaded");

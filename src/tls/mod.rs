@@ -11,6 +11,7 @@ pub mod resolver;
 pub mod tickets;
 pub mod upstream;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -52,11 +53,11 @@ pub enum BuildError {
 }
 
 impl TlsShared {
-    /// The default provider (aws-lc-rs), a session-ID cache and ticket keys as `sessions`
-    /// says: from the shared key file, or in memory.
-    pub fn new(sessions: &Sessions) -> Result<Self, TicketError> {
+    /// The default provider (aws-lc-rs), a session-ID cache sized by `sessions`, and ticket
+    /// keys from the shared `ticket_key_file`, or made in memory.
+    pub fn new(sessions: &Sessions, ticket_key_file: Option<&Path>) -> Result<Self, TicketError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tickets = match &sessions.ticket_key_file {
+        let tickets = match ticket_key_file {
             Some(path) => TicketKeys::from_file(path, sessions.ticket_lifetime)?,
             None => TicketKeys::in_memory(sessions.ticket_rotate_every, sessions.ticket_lifetime)?,
         };

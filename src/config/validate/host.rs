@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ipnet::IpNet;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
+use super::bounds::{DAY, MAX_HEALTH_COUNT, Zero};
 use super::{BackendConfig, BackendTls, ClientAuth, EXPIRY_WARNING, HostConfig, Validator};
 use crate::balance::BackendAddr;
 use crate::config::model::{RawBackendTls, RawCert, RawClientAuth, RawHealthCheck, RawHost};
@@ -113,42 +113,30 @@ impl Validator<'_> {
             resumption: raw.resumption,
             health_check: raw.health_check.filter(|hc| self.health_check(&at, hc)),
             backend_tls,
-            allow: self.allow(&at, &raw.allow),
+            allow: self.nets(&format!("{at}: allow"), &raw.allow),
         }
-    }
-
-    fn allow(&mut self, at: &str, raw: &[String]) -> Vec<IpNet> {
-        let mut nets = Vec::with_capacity(raw.len());
-        for (a, text) in raw.iter().enumerate() {
-            let parsed = text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
-            match parsed {
-                Ok(net) => nets.push(net.trunc()),
-                Err(_) => {
-                    let issue = Issue::BadCidr {
-                        value: text.clone(),
-                    };
-                    self.error(format!("{at}: allow[{a}]"), issue);
-                }
-            }
-        }
-        nets
     }
 
     fn health_check(&mut self, at: &str, hc: &RawHealthCheck) -> bool {
-        let before = self.problems.len();
-        for (field, zero) in [
-            ("interval", hc.interval.is_zero()),
-            ("timeout", hc.timeout.is_zero()),
-            ("fall", hc.fall == 0),
-            ("rise", hc.rise == 0),
-        ] {
-            if zero {
-                self.error(format!("{at}: health_check.{field}"), Issue::Zero);
-            }
+        let mut ok = true;
+        for (field, value) in [("interval", hc.interval), ("timeout", hc.timeout)] {
+            ok &= self.duration(
+                format!("{at}: health_check.{field}"),
+                value,
+                Zero::Refused,
+                DAY,
+            );
         }
-        self.problems.len() == before
+        for (field, value) in [("fall", hc.fall), ("rise", hc.rise)] {
+            let max = u64::from(MAX_HEALTH_COUNT);
+            ok &= self.count(
+                format!("{at}: health_check.{field}"),
+                value.into(),
+                Zero::Refused,
+                max,
+            );
+        }
+        ok
     }
 
     fn host_certs(

@@ -4,7 +4,8 @@
 //! what will be served. Problems about a host's files are scoped to that host, so a reload can
 //! keep serving that host's previous certificate while applying everything else.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,31 +20,32 @@ use super::problem::{Issue, Problem, Scope, Severity};
 use crate::balance::BackendAddr;
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::{HostName, NameIndex};
+use bounds::{DAY, WEEK, Zero};
+
+pub use start::{ListenerConfig, ProxyInput, Reload, Sessions, StartConfig};
 
 /// Certificates expiring sooner than this get a warning.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// A validated configuration: everything typed, every file loaded.
+///
+/// [`start`](Self::start) holds what is bound at start and needs a restart to change; every
+/// other field is applied by a reload.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file it came from.
     pub source: PathBuf,
-    /// TLS listen addresses.
-    pub listeners: Vec<SocketAddr>,
-    /// Admin listener address, if enabled.
-    pub admin: Option<SocketAddr>,
+    /// Start-time settings: listeners, admin, connection limit, session cache, reload timing.
+    pub start: StartConfig,
     /// Timeouts.
     pub timeouts: Timeouts,
-    /// Whole-proxy connection limit.
-    pub max_connections: usize,
     /// Backends tried per client connection.
     pub backend_attempts: usize,
-    /// Open connections allowed per client address (`limits.per_client_ip`), if limited.
-    pub per_client_ip: Option<std::num::NonZeroU32>,
-    /// Session resumption settings.
-    pub sessions: Sessions,
-    /// Reload timing.
-    pub reload: Reload,
+    /// Concurrent connections allowed from one client IP address; `None`: no limit.
+    pub per_client_ip: Option<NonZeroU32>,
+    /// Shared ticket key file, resolved against the config's directory; re-read on reload.
+    /// Without it, ticket keys are made and rotated in memory.
+    pub ticket_key_file: Option<PathBuf>,
     /// Index into `hosts` of the host serving unknown or missing SNI.
     pub default_host: Option<usize>,
     /// The hosts, in file order.
@@ -63,34 +65,6 @@ pub struct Timeouts {
     pub drain: Duration,
     /// How long a failed backend is skipped.
     pub backend_cooldown: Duration,
-}
-
-/// Typed session resumption settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sessions {
-    /// TLS 1.2 session-ID cache entries.
-    pub cache_size: usize,
-    /// Shared ticket key file, resolved against the config's directory.
-    pub ticket_key_file: Option<PathBuf>,
-    /// In-memory key rotation period.
-    pub ticket_rotate_every: Duration,
-    /// Ticket lifetime.
-    pub ticket_lifetime: Duration,
-}
-
-/// Typed reload settings; see the model for meanings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reload {
-    /// Watch files.
-    pub watch: bool,
-    /// Trailing-edge debounce.
-    pub debounce: Duration,
-    /// Cap on the delay of a burst.
-    pub max_delay: Duration,
-    /// Periodic content re-check.
-    pub recheck_every: Duration,
-    /// Backend DNS re-resolution period.
-    pub dns_refresh: Duration,
 }
 
 /// One validated host.
@@ -247,50 +221,44 @@ impl Validator<'_> {
         parsed
     }
 
-    fn config(&mut self, raw: &RawConfig) -> Config {
-        if raw.listeners.is_empty() {
-            self.error("listeners", Issue::Empty);
-        }
-        let listeners = raw
-            .listeners
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| self.addr(format!("listeners[{i}]"), l))
-            .collect();
-        let admin = raw
-            .admin
-            .bind
-            .as_deref()
-            .and_then(|b| self.addr("admin.bind".into(), b));
-        let t = &raw.timeouts;
-        for (field, value) in [
-            ("timeouts.handshake", t.handshake),
-            ("timeouts.backend_connect", t.backend_connect),
-            ("timeouts.idle", t.idle),
-        ] {
-            if value.is_zero() {
-                self.error(field, Issue::Zero);
+    /// Parses CIDRs or single IP addresses (a `hosts[].allow` list, trusted PROXY senders),
+    /// reporting a bad entry at `place[i]`.
+    fn nets(&mut self, place: &str, raw: &[String]) -> Vec<IpNet> {
+        let mut nets = Vec::with_capacity(raw.len());
+        for (i, text) in raw.iter().enumerate() {
+            let parsed = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => nets.push(net.trunc()),
+                Err(_) => {
+                    let issue = Issue::BadCidr {
+                        value: text.clone(),
+                    };
+                    self.error(format!("{place}[{i}]"), issue);
+                }
             }
         }
-        if raw.limits.max_connections == 0 {
-            self.error("limits.max_connections", Issue::Zero);
-        }
-        if raw.limits.backend_attempts == 0 {
-            self.error("limits.backend_attempts", Issue::Zero);
-        }
-        let s = &raw.sessions;
-        if s.ticket_lifetime.is_zero() || s.ticket_lifetime > Duration::from_secs(24 * 3600) {
-            self.error("sessions.ticket_lifetime", Issue::TicketLifetime);
-        }
-        if raw.reload.recheck_every.is_zero() {
-            self.error("reload.recheck_every", Issue::Zero);
-        }
-        if raw.reload.dns_refresh.is_zero() {
-            self.error("reload.dns_refresh", Issue::Zero);
-        }
-        if s.ticket_rotate_every.is_zero() {
-            self.error("sessions.ticket_rotate_every", Issue::Zero);
-        }
+        nets
+    }
+
+    fn config(&mut self, raw: &RawConfig) -> Config {
+        let start = self.start(raw);
+        let timeouts = self.timeouts(raw);
+        let limits = &raw.limits;
+        let attempts = limits.backend_attempts;
+        let max = bounds::MAX_BACKEND_ATTEMPTS as u64;
+        self.count(
+            "limits.backend_attempts",
+            attempts as u64,
+            Zero::Refused,
+            max,
+        );
+        let per_client_ip = limits.per_client_ip.and_then(|n| {
+            let max = u64::from(bounds::MAX_PER_CLIENT_IP);
+            self.count("limits.per_client_ip", n.into(), Zero::Refused, max);
+            NonZeroU32::new(n)
+        });
         if raw.hosts.is_empty() {
             self.error("hosts", Issue::Empty);
         }
@@ -301,52 +269,78 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, h)| self.host(i, h, &mut index))
             .collect();
-        let default_host = raw.default_host.as_deref().and_then(|name| {
-            let found = HostName::parse(name).and_then(|n| match n {
-                HostName::Exact(exact) => index.lookup(&exact),
-                wildcard => hosts.iter().position(|h| h.names.contains(&wildcard)),
-            });
-            if found.is_none() {
-                self.error(
-                    "default_host",
-                    Issue::UnknownDefaultHost {
-                        name: name.to_owned(),
-                    },
-                );
-            }
-            found
-        });
+        let default_host = self.default_host(raw, &hosts, &index);
         Config {
             source: self.file.clone(),
-            listeners,
-            admin,
-            timeouts: Timeouts {
-                handshake: t.handshake,
-                backend_connect: t.backend_connect,
-                idle: t.idle,
-                drain: t.drain,
-                backend_cooldown: t.backend_cooldown,
-            },
-            max_connections: raw.limits.max_connections,
-            backend_attempts: raw.limits.backend_attempts,
-            per_client_ip: None,
-            sessions: Sessions {
-                cache_size: s.cache_size,
-                ticket_key_file: s.ticket_key_file.as_ref().map(|p| self.base.join(p)),
-                ticket_rotate_every: s.ticket_rotate_every,
-                ticket_lifetime: s.ticket_lifetime,
-            },
-            reload: Reload {
-                watch: raw.reload.watch,
-                debounce: raw.reload.debounce,
-                max_delay: raw.reload.max_delay.max(raw.reload.debounce),
-                recheck_every: raw.reload.recheck_every,
-                dns_refresh: raw.reload.dns_refresh,
-            },
+            start,
+            timeouts,
+            backend_attempts: attempts,
+            per_client_ip,
+            ticket_key_file: raw
+                .sessions
+                .ticket_key_file
+                .as_ref()
+                .map(|p| self.base.join(p)),
             default_host,
             hosts,
         }
     }
+
+    fn timeouts(&mut self, raw: &RawConfig) -> Timeouts {
+        let t = &raw.timeouts;
+        for (field, value, zero, max) in [
+            ("timeouts.handshake", t.handshake, Zero::Refused, DAY),
+            (
+                "timeouts.backend_connect",
+                t.backend_connect,
+                Zero::Refused,
+                DAY,
+            ),
+            ("timeouts.idle", t.idle, Zero::Refused, WEEK),
+            ("timeouts.drain", t.drain, Zero::Allowed, DAY),
+            (
+                "timeouts.backend_cooldown",
+                t.backend_cooldown,
+                Zero::Allowed,
+                DAY,
+            ),
+        ] {
+            self.duration(field, value, zero, max);
+        }
+        Timeouts {
+            handshake: t.handshake,
+            backend_connect: t.backend_connect,
+            idle: t.idle,
+            drain: t.drain,
+            backend_cooldown: t.backend_cooldown,
+        }
+    }
+
+    fn default_host(
+        &mut self,
+        raw: &RawConfig,
+        hosts: &[HostConfig],
+        index: &NameIndex,
+    ) -> Option<usize> {
+        let name = raw.default_host.as_deref()?;
+        let found = HostName::parse(name).and_then(|n| match n {
+            HostName::Exact(exact) => index.lookup(&exact),
+            wildcard => hosts.iter().position(|h| h.names.contains(&wildcard)),
+        });
+        if found.is_none() {
+            self.error(
+                "default_host",
+                Issue::UnknownDefaultHost {
+                    name: name.to_owned(),
+                },
+            );
+        }
+        found
+    }
 }
 
+pub mod bounds;
 mod host;
+mod start;
+#[cfg(test)]
+mod tests;
