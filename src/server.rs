@@ -12,8 +12,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{self, LoadError};
 use crate::config::ProxyInput;
+use crate::config::{self, LoadError};
 use crate::conn::ListenerInfo;
 use crate::conn::listener::{Lifecycle, accept_loop};
 use crate::metrics::Metrics;

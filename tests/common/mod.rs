@@ -82,7 +82,12 @@ impl Site {
 
     /// Writes `tlsedge.yaml`: loopback listener and admin on port 0, then `body`.
     pub fn config(&self, body: &str) -> PathBuf {
-        let text = format!("listeners: [\"127.0.0.1:0\"]\nadmin:\n  bind: \"127.0.0.1:0\"\n{body}");
+        self.config_listeners("[\"127.0.0.1:0\"]", body)
+    }
+
+    /// Like [`config`](Self::config) with the given YAML `listeners` value.
+    pub fn config_listeners(&self, listeners: &str, body: &str) -> PathBuf {
+        let text = format!("listeners: {listeners}\nadmin:\n  bind: \"127.0.0.1:0\"\n{body}");
         self.write("tlsedge.yaml", &text);
         self.path("tlsedge.yaml")
     }
@@ -121,8 +126,10 @@ fn quoted(names: &[&str]) -> String {
 
 /// A running tlsedge server.
 pub struct Lb {
-    /// The TLS listener.
+    /// The (first) TLS listener.
     pub addr: SocketAddr,
+    /// Every TLS listener, in configuration order.
+    pub addrs: Vec<SocketAddr>,
     /// The admin listener.
     pub admin: SocketAddr,
     /// Shared state, for reading the current snapshot.
@@ -140,7 +147,8 @@ impl Lb {
             Ok(server) => server,
             Err(e) => panic!("server did not start: {e}"),
         };
-        let addr = server.tls_addrs()[0];
+        let addrs = server.tls_addrs();
+        let addr = addrs[0];
         let admin = server.admin_addr().expect("admin listener");
         let runtime = Arc::clone(server.runtime());
         let trigger = server.reload_trigger();
@@ -150,6 +158,7 @@ impl Lb {
         }));
         Self {
             addr,
+            addrs,
             admin,
             runtime,
             trigger,
@@ -533,7 +542,19 @@ pub async fn connect_from(
     name: &str,
     config: &Arc<ClientConfig>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = match local {
+    connect_with_header(local, addr, b"", name, config).await
+}
+
+/// Like [`connect_from`], writing `header` (e.g. a PROXY protocol header) before the
+/// ClientHello.
+pub async fn connect_with_header(
+    local: Option<SocketAddr>,
+    addr: SocketAddr,
+    header: &[u8],
+    name: &str,
+    config: &Arc<ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut tcp = match local {
         Some(local) => {
             let socket = TcpSocket::new_v4()?;
             socket.bind(local)?;
@@ -541,6 +562,9 @@ pub async fn connect_from(
         }
         None => TcpStream::connect(addr).await?,
     };
+    if !header.is_empty() {
+        tcp.write_all(header).await?;
+    }
     let name = ServerName::try_from(name.to_owned())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let connector = TlsConnector::from(Arc::clone(config));
