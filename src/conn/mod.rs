@@ -182,3 +182,6 @@ async fn dispatch<IO>(
     };
     events::closed(&rt.metrics, host, negotiated, &end);
 }
+
+#[cfg(test)]
+mod tests;

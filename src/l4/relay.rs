@@ -339,3 +339,92 @@ impl Relay {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadBuf};
+
+    use super::*;
+
+    /// An in-memory backend for the relay.
+    impl BackendRead for DuplexStream {
+        fn poll_read_pooled(
+            &mut self,
+            cx: &mut Context<'_>,
+            buffer: &mut Option<Box<[u8]>>,
+        ) -> Poll<io::Result<usize>> {
+            let buf = buffer.get_or_insert_with(take_buffer);
+            let mut read = ReadBuf::new(buf);
+            ready!(tokio::io::AsyncRead::poll_read(
+                Pin::new(self),
+                cx,
+                &mut read
+            ))?;
+            Poll::Ready(Ok(read.filled().len()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_counts_from_the_last_byte_either_way() {
+        let (client_far, client_near) = tokio::io::duplex(1024);
+        let (backend_near, mut backend_far) = tokio::io::duplex(1024);
+        let mut client = BufReader::new(client_near);
+        let mut backend = backend_near;
+        let abort = CancellationToken::new();
+        let started = Instant::now();
+        let traffic = async {
+            let mut client_far = client_far;
+            // One byte each way at 0 s and 40 s; then silence.
+            client_far.write_all(b"a").await.unwrap();
+            sleep(Duration::from_secs(40)).await;
+            backend_far.write_all(b"b").await.unwrap();
+            let mut got = [0_u8; 2];
+            client_far.read_exact(&mut got[..1]).await.unwrap();
+            backend_far.read_exact(&mut got[1..]).await.unwrap();
+            assert_eq!(&got, b"ba");
+            (client_far, backend_far)
+        };
+        let (outcome, _ends) = tokio::join!(
+            relay(&mut client, &mut backend, Duration::from_secs(60), &abort),
+            traffic
+        );
+        assert!(
+            matches!(outcome.end, RelayEnd::IdleTimeout),
+            "{:?}",
+            outcome.end
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(100),
+            "60 s after the last byte"
+        );
+        assert_eq!(
+            (outcome.client_to_backend, outcome.backend_to_client),
+            (1, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abort_ends_the_relay_with_its_counts() {
+        let (mut client_far, client_near) = tokio::io::duplex(1024);
+        let (mut backend, mut backend_far) = tokio::io::duplex(1024);
+        let mut client = BufReader::new(client_near);
+        let abort = CancellationToken::new();
+        client_far.write_all(b"hello").await.unwrap();
+        let cut = async {
+            let mut got = [0_u8; 5];
+            backend_far.read_exact(&mut got).await.unwrap();
+            abort.cancel();
+        };
+        let (outcome, ()) = tokio::join!(
+            relay(&mut client, &mut backend, Duration::from_secs(60), &abort),
+            cut
+        );
+        assert!(
+            matches!(outcome.end, RelayEnd::Aborted),
+            "{:?}",
+            outcome.end
+        );
+        assert_eq!(outcome.client_to_backend, 5);
+    }
+}
