@@ -157,3 +157,29 @@ async fn health_endpoints_and_unknown_paths() {
         "admin listener closed after shutdown"
     );
 }
+
+#[tokio::test]
+async fn expiry_series_are_unique_when_certificate_files_share_a_name() {
+    // certbot keeps an ECDSA and an RSA lineage, each with its own `fullchain.pem`.
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    site.cert("ecdsa/fullchain", &["dual.test"], KeyKind::Ecdsa);
+    site.cert("rsa/fullchain", &["dual.test"], KeyKind::Rsa);
+    let body = format!(
+        "hosts:\n{}",
+        host(
+            &["dual.test"],
+            &["ecdsa/fullchain", "rsa/fullchain"],
+            &[backend.addr],
+            ""
+        )
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let m = lb.metrics().await;
+    let name = "tlsedge_certificate_expiry_timestamp_seconds";
+    for cert in ["0:ecdsa", "1:rsa"] {
+        let labels = [("host", "dual.test"), ("cert", cert)];
+        assert_eq!(m.samples(name, &labels).len(), 1, "{cert} in {}", m.0);
+    }
+    assert_eq!(m.samples(name, &[("host", "dual.test")]).len(), 2);
+}

@@ -120,6 +120,8 @@ pub struct LoadedCert {
     pub algorithm: KeyAlgorithm,
     /// The raw bytes of both files, to tell a real change from a touched file.
     pub fingerprint: u64,
+    /// Its position in the host's `certs` list as configured.
+    pub index: usize,
 }
 
 impl LoadedCert {
@@ -141,11 +143,17 @@ impl LoadedCert {
         Ok(self)
     }
 
-    /// The bounded label used in metrics: the chain file's name.
+    /// The metric label: its configured position and key type (`0:ecdsa`, `1:rsa`). Unique per
+    /// host and stable across rotations, where a file name is not: certbot's ECDSA and RSA
+    /// lineages are both `fullchain.pem`, two Kubernetes Secrets both `tls.crt`.
     pub fn label(&self) -> String {
-        self.cert_path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        format!("{}:{}", self.index, self.algorithm)
+    }
+
+    /// The same certificate as the `index`th of its host's list.
+    pub fn at_index(mut self, index: usize) -> Self {
+        self.index = index;
+        self
     }
 }
 
@@ -205,6 +213,7 @@ pub fn load_pair(
         serial: facts.serial,
         algorithm,
         fingerprint: fingerprint(&[&cert_pem, &key_pem]),
+        index: 0,
     })
 }
 

@@ -159,7 +159,8 @@ impl Validator<'_> {
             self.check_key_permissions(scope, &place, &key_path);
             let ocsp_path = pair.ocsp.as_ref().map(|p| self.base.join(p));
             let result = certs::load_pair(&cert_path, &key_path, self.provider)
-                .and_then(|cert| cert.with_ocsp(ocsp_path.as_deref()));
+                .and_then(|cert| cert.with_ocsp(ocsp_path.as_deref()))
+                .map(|cert| cert.at_index(c));
             let cert = match result {
                 Ok(cert) => cert,
                 Err(e) => {
