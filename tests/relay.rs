@@ -252,3 +252,54 @@ async fn a_second_instance_can_bind_the_same_port() {
     let m = new.metrics().await;
     assert_eq!(m.value("tlsedge_handshakes_total", &[]), 20.0);
 }
+
+#[tokio::test]
+async fn connections_open_at_the_drain_deadline_are_closed_and_counted() {
+    let (site, lb, backend) = start("timeouts: { drain: 200ms }\n").await;
+    let client = ClientOpts::default().build(&site.ca);
+    let mut relayed = connect(lb.addr, "relay.test", &client).await.unwrap();
+    read_reply(&mut relayed).await.unwrap();
+    relayed.write_all(b"abc").await.unwrap();
+    let mut echoed = [0_u8; 3];
+    relayed.read_exact(&mut echoed).await.unwrap();
+    // And one that never sends its ClientHello.
+    let _silent = TcpStream::connect(lb.addr).await.unwrap();
+    let runtime = std::sync::Arc::clone(&lb.runtime);
+    common::wait_for("both open", common::PATIENCE, || async {
+        runtime
+            .render_metrics()
+            .contains("tlsedge_connections_active 2")
+    })
+    .await;
+    lb.stop().await;
+    let page = runtime.render_metrics();
+    let m = common::Metrics(page);
+    assert_eq!(m.value("tlsedge_connections_active", &[]), 0.0);
+    assert_eq!(
+        m.value(
+            "tlsedge_connections_closed_total",
+            &[("outcome", "drain_timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value("tlsedge_bytes_total", &[("direction", "client_to_backend")]),
+        3.0,
+        "the cut relay still reports its bytes"
+    );
+    assert_eq!(
+        m.value(
+            "tlsedge_handshake_failures_total",
+            &[("reason", "shutdown")]
+        ),
+        1.0
+    );
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(common::PATIENCE, relayed.read_to_end(&mut rest))
+        .await
+        .expect("the client sees the connection end");
+    common::wait_for("backend side closed", common::PATIENCE, || async {
+        backend.open() == 0
+    })
+    .await;
+}
