@@ -23,12 +23,12 @@ use rustls::crypto::aws_lc_rs::{self as provider_mod, cipher_suite, kx_group};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConnection};
 
-use tlsedge::balance::{Backend, BackendAddr, BalancePolicy, PickContext, Pool};
 use tlsedge::config::Config;
 use tlsedge::pki::{Ca, KeyKind};
 use tlsedge::snapshot::Snapshot;
 use tlsedge::tls::TlsShared;
 use tlsedge::tls::names::{HostName, NameIndex};
+use tlsedge::upstream::{Backend, BackendAddr, PickContext, Policy, Pool};
 
 fn sni(c: &mut Criterion) {
     let mut group = c.benchmark_group("sni");
@@ -60,10 +60,10 @@ fn sni(c: &mut Criterion) {
 fn balance(c: &mut Criterion) {
     let mut group = c.benchmark_group("balance");
     let policies = [
-        ("round_robin", BalancePolicy::RoundRobin),
-        ("least_conn", BalancePolicy::LeastConn),
-        ("p2c", BalancePolicy::P2c),
-        ("hash_client_ip", BalancePolicy::HashClientIp),
+        ("round_robin", Policy::RoundRobin),
+        ("least_conn", Policy::LeastConn),
+        ("p2c", Policy::P2c),
+        ("hash_client_ip", Policy::HashClientIp),
     ];
     for (name, policy) in policies {
         for n in [2_u16, 16] {

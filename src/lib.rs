@@ -7,7 +7,7 @@
 //!   [`runtime::Runtime`]'s `ArcSwap`, reads the ClientHello, resolves the host by SNI
 //!   ([`tls::names`]), and finishes the handshake with that host's prebuilt rustls config
 //!   ([`tls`]);
-//! - a backend is chosen by the host's policy ([`balance`]) and the decrypted stream is relayed
+//! - a backend is chosen by the host's policy ([`upstream`]) and the decrypted stream is relayed
 //!   ([`proxy::relay`]);
 //! - every event is logged and counted in one place ([`metrics`]).
 //!
@@ -16,7 +16,6 @@
 //! snapshot and publishes it with one store.
 
 mod admin;
-pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod metrics;
@@ -27,5 +26,6 @@ pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod upstream;
 
 pub use server::{Server, StartError};

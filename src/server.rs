@@ -162,8 +162,8 @@ impl Server {
             ));
         }
         let upkeep = tokio::spawn(upkeep(Arc::clone(&rt)));
-        let health = tokio::spawn(crate::proxy::health_check::run(Arc::clone(&rt)));
-        let resolver = tokio::spawn(crate::proxy::resolve::run(
+        let health = tokio::spawn(crate::upstream::probe::run(Arc::clone(&rt)));
+        let resolver = tokio::spawn(crate::upstream::dns::run(
             Arc::clone(&rt),
             snapshot.config.reload.dns_refresh,
         ));

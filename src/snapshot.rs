@@ -13,14 +13,14 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use rustls::ServerConfig;
 
-use crate::balance::{Backend, BackendAddr, BackendState, Pool};
 use crate::config::model::ProxyProtocol;
 use crate::config::validate::HealthCheck;
 use crate::config::{Config, HostConfig, Timeouts};
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::NameIndex;
-use crate::tls::upstream::UpstreamTls;
 use crate::tls::{BuildError, TlsShared};
+use crate::upstream::tls::UpstreamTls;
+use crate::upstream::{Backend, BackendAddr, BackendState, Pool};
 
 /// One host as served.
 #[derive(Debug)]
@@ -206,7 +206,7 @@ fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<
 fn resolve_now(addr: &BackendAddr) -> BackendState {
     let state = BackendState::default();
     if let BackendAddr::Name { host, port } = addr {
-        match crate::proxy::resolve::lookup(host, *port) {
+        match crate::upstream::dns::lookup(host, *port) {
             Ok(addrs) => {
                 state.set_addrs(addrs);
             }

@@ -15,11 +15,11 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
 
-use super::backend::{self, BackendError};
 use super::relay::{RelayEnd, RelayOutcome, relay};
 use crate::metrics::{HandshakeFailure, HandshakeInfo};
 use crate::runtime::Runtime as Shared;
 use crate::snapshot::{Host, Snapshot};
+use crate::upstream::connect::{self as backend, BackendError};
 
 /// A TLS alert record: fatal `unrecognized_name` (RFC 6066), sent in plaintext before any
 /// ServerHello when the SNI matches no host.

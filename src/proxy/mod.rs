@@ -1,9 +1,6 @@
 //! The data path: accept loop → one task per connection (handshake, backend, relay).
 
-pub(crate) mod backend;
 pub(crate) mod connection;
-pub(crate) mod health_check;
 pub(crate) mod listener;
 pub(crate) mod proxy_header;
 pub mod relay;
-pub(crate) mod resolve;

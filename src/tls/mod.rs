@@ -9,7 +9,6 @@ pub mod certs;
 pub mod names;
 pub mod resolver;
 pub mod tickets;
-pub mod upstream;
 
 use std::sync::Arc;
 

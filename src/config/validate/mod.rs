@@ -14,11 +14,11 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::ServerName;
 
-use super::model::{BalancePolicy, ClientAuthMode, ProxyProtocol, RawConfig, RawHealthCheck};
+use super::model::{ClientAuthMode, ProxyProtocol, RawConfig, RawHealthCheck};
 use super::problem::{Issue, Problem, Scope, Severity};
-use crate::balance::BackendAddr;
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::{HostName, NameIndex};
+use crate::upstream::{BackendAddr, Policy};
 
 /// Certificates expiring sooner than this get a warning.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -104,7 +104,7 @@ pub struct HostConfig {
     /// Backends.
     pub backends: Vec<BackendConfig>,
     /// Selection policy.
-    pub balance: BalancePolicy,
+    pub balance: Policy,
     /// ALPN protocols in preference order.
     pub alpn: Vec<Vec<u8>>,
     /// Whether TLS 1.2 is accepted (otherwise 1.3 only).

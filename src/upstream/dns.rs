@@ -8,7 +8,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balance::BackendAddr;
+use super::addr::BackendAddr;
 use crate::runtime::Runtime;
 
 /// Resolves `host:port` with the system resolver (blocking). Addresses are sorted so that an

@@ -13,9 +13,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::BuildError;
-use crate::balance::BackendAddr;
+use super::addr::BackendAddr;
 use crate::config::validate::BackendTls;
+use crate::tls::BuildError;
 
 /// A host's prebuilt TLS client for its backends.
 #[derive(Clone)]
