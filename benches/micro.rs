@@ -28,6 +28,7 @@ use tlsedge::pki::{Ca, KeyKind};
 use tlsedge::snapshot::Snapshot;
 use tlsedge::tls::TlsShared;
 use tlsedge::tls::names::{HostName, NameIndex};
+use tlsedge::upstream::dns::Answers;
 use tlsedge::upstream::{Backend, BackendAddr, PickContext, Policy, Pool};
 
 fn sni(c: &mut Criterion) {
@@ -154,7 +155,7 @@ fn snapshot(c: &mut Criterion) {
     let mut group = c.benchmark_group("snapshot");
     group.sample_size(10);
     group.bench_function("build_10000_hosts", |b| {
-        b.iter(|| Snapshot::build(Arc::clone(&config), &tls, None, 1).0);
+        b.iter(|| Snapshot::build(Arc::clone(&config), &tls, None, 1, &Answers::none()).0);
     });
     group.finish();
 }
@@ -241,7 +242,7 @@ fn handshakes(c: &mut Criterion) {
     let site = Site::new();
     let config = Arc::new(site.load(&Site::config_text(1)));
     let tls = TlsShared::new(&config.sessions).expect("tls state");
-    let snapshot = Snapshot::build(config, &tls, None, 1).0;
+    let snapshot = Snapshot::build(config, &tls, None, 1, &Answers::none()).0;
     let server_config = Arc::clone(&snapshot.hosts[0].tls);
     let mut group = c.benchmark_group("handshake");
     for (kind, resume) in [("full", false), ("resumed", true)] {

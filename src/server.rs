@@ -17,7 +17,9 @@ use crate::metrics::Metrics;
 use crate::proxy::listener::{Lifecycle, accept_loop};
 use crate::reload::{ReloadTrigger, Reloader, watch};
 use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 use crate::tls::TlsShared;
+use crate::upstream::dns::Answers;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +79,9 @@ impl Server {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let (runtime, _skipped) = Runtime::new(config, tls, Arc::clone(&metrics));
+        // Backend names are looked up on a blocking thread, not on this async worker.
+        let answers = Answers::lookup(Snapshot::names_to_look_up(&config, None)).await;
+        let (runtime, _skipped) = Runtime::new(config, tls, Arc::clone(&metrics), &answers);
         let runtime = Arc::new(runtime);
         // Fingerprint the files now, as loaded (not when `run` starts: a change in between
         // would look already applied).

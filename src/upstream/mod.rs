@@ -7,7 +7,8 @@
 //! choice among them) and [`state`] (each backend's live counters and health, carried over
 //! reloads). The parts that touch the network build on them: `connect` (pick, connect, mark
 //! failures), [`tls`] (re-encryption towards backends), [`dns`] (looking up
-//! backend names) and `probe` (active health checks).
+//! backend names, for a snapshot build and periodically after) and `probe` (active health
+//! checks).
 
 pub mod addr;
 pub(crate) mod connect;
