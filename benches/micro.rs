@@ -7,7 +7,7 @@
 //!   runtime snapshot from it (one rustls `ServerConfig` per host);
 //! - `handshake/{full,resumed}/{server,both}`: a TLS 1.3 handshake (X25519, ECDSA P-256,
 //!   AES-256-GCM) between an in-memory rustls client and tlsedge's own per-host `ServerConfig`
-//!   (its certificate resolver and ticketer). `server` times only the server's calls: the
+//!   (its certificate choice and ticketer). `server` times only the server's calls: the
 //!   library floor of a proxied connection's CPU; `both` is client + server.
 //!
 //! Measurement times are short so `cargo bench --bench micro` takes a few minutes.

@@ -167,7 +167,7 @@ impl Server {
         }
         let upkeep = tokio::spawn(upkeep(Arc::clone(&rt)));
         let health = tokio::spawn(crate::upstream::probe::run(Arc::clone(&rt)));
-        let resolver = tokio::spawn(crate::upstream::dns::run(
+        let dns_refresh = tokio::spawn(crate::upstream::dns::run(
             Arc::clone(&rt),
             snapshot.config.reload.dns_refresh,
         ));
@@ -181,7 +181,7 @@ impl Server {
         drain(&life, rt.snapshot.load().timeouts.drain).await;
         upkeep.abort();
         health.abort();
-        resolver.abort();
+        dns_refresh.abort();
         admin_stop.cancel();
         let _ = watcher.await;
     }

@@ -170,7 +170,7 @@ impl Snapshot {
     }
 
     /// The host serving `sni` (or a missing SNI), falling back to the default host.
-    pub fn resolve(&self, sni: Option<&str>) -> Option<&Arc<Host>> {
+    pub fn host_for(&self, sni: Option<&str>) -> Option<&Arc<Host>> {
         sni.and_then(|name| self.names.lookup(name))
             .or(self.default_host)
             .map(|i| &self.hosts[i])

@@ -80,7 +80,7 @@ async fn handshake(
         }
     };
     let sni = hello.client_hello().server_name().map(str::to_owned);
-    let Some(host) = snapshot.resolve(sni.as_deref()).cloned() else {
+    let Some(host) = snapshot.host_for(sni.as_deref()).cloned() else {
         let reason = match sni {
             Some(_) => HandshakeFailure::UnknownSni,
             None => HandshakeFailure::NoSni,

@@ -211,7 +211,7 @@ impl Validator<'_> {
             }
             loaded.push(cert);
         }
-        // ECDSA first: the resolver offers the first certificate whose key the client can use.
+        // ECDSA first: the certificate choice offers the first certificate whose key the client can use.
         loaded.sort_by_key(|c| c.algorithm);
         (!failed).then_some(loaded)
     }
