@@ -233,13 +233,23 @@ fn build_host(
         certs,
         stale,
         health_check: host.health_check,
-        upstream_tls: host
-            .backend_tls
-            .as_ref()
-            .map(|settings| UpstreamTls::new(&tls.provider, settings))
-            .transpose()?,
+        upstream_tls: upstream_tls(host, tls, old)?,
         allow: host.allow.clone(),
     })
+}
+
+/// The host's TLS client for its backends: the previous one while the settings are unchanged,
+/// so backend sessions keep resuming across reloads.
+fn upstream_tls(
+    host: &HostConfig,
+    tls: &TlsShared,
+    old: Option<&Host>,
+) -> Result<Option<UpstreamTls>, BuildError> {
+    let previous = old.and_then(|o| o.upstream_tls.as_ref());
+    match &host.backend_tls {
+        Some(settings) => UpstreamTls::carry_over(previous, &tls.provider, settings).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// State for a new backend. A DNS name starts with the addresses the caller looked up, so the

@@ -6,9 +6,9 @@
 //! balancing policies and their arithmetic), [`pool`] (a host's immutable backend list and the
 //! choice among them) and [`state`] (each backend's live counters and health, carried over
 //! reloads). The parts that touch the network build on them: `connect` (pick, connect, mark
-//! failures), [`tls`] (re-encryption towards backends), [`dns`] (looking up
-//! backend names, for a snapshot build and periodically after) and `probe` (active health
-//! checks).
+//! failures), [`tls`] (re-encryption towards backends, with a session cache that survives
+//! reloads), [`dns`] (looking up backend names, at snapshot build and periodically after) and
+//! `probe` (active health checks).
 
 pub mod addr;
 pub(crate) mod connect;
