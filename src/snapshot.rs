@@ -233,7 +233,7 @@ fn build_host(
         certs,
         stale,
         health_check: host.health_check,
-        upstream_tls: upstream_tls(host, tls, old)?,
+        upstream_tls: upstream_tls(host, tls, old, stale)?,
         allow: host.allow.clone(),
     })
 }
@@ -244,10 +244,14 @@ fn upstream_tls(
     host: &HostConfig,
     tls: &TlsShared,
     old: Option<&Host>,
+    stale: bool,
 ) -> Result<Option<UpstreamTls>, BuildError> {
     let previous = old.and_then(|o| o.upstream_tls.as_ref());
     match &host.backend_tls {
         Some(settings) => UpstreamTls::carry_over(previous, &tls.provider, settings).map(Some),
+        // A stale host's files failed, and a backend CA that failed leaves no settings: keep
+        // re-encrypting as before rather than fall back to plaintext.
+        None if stale => Ok(previous.cloned()),
         None => Ok(None),
     }
 }

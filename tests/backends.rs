@@ -467,3 +467,45 @@ async fn backend_tls_sessions_resume_across_reloads_until_the_ca_changes() {
     );
     assert_eq!(backend.resumed(), [false, true, false]);
 }
+
+#[tokio::test]
+async fn a_host_whose_backend_ca_breaks_keeps_re_encrypting() {
+    let site = Site::new();
+    let internal = Site::new();
+    site.write("internal-ca.pem", &internal.ca.cert_pem());
+    let issued = internal
+        .ca
+        .issue(&["app.internal"], tlsedge::pki::KeyKind::Ecdsa)
+        .unwrap();
+    let backend = ResumptionBackend::start("secure", &issued).await;
+    ecdsa(&site, "re", &["re.test"]);
+    let tls = "    backend_tls: { ca: internal-ca.pem, server_name: app.internal }\n";
+    let body = format!(
+        "reload: {{ watch: false }}\nhosts:\n{}",
+        host(&["re.test"], &["re"], &[backend.addr], tls)
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let client = ClientOpts::default().build(&site.ca);
+    assert_eq!(
+        hello(lb.addr, "re.test", &client).await.unwrap().backend,
+        "secure"
+    );
+
+    // The CA file breaks: the host keeps serving from its earlier state, which includes
+    // re-encrypting with the CA it had, never relaying in plaintext.
+    common::files::write_rename(&site.path("internal-ca.pem"), "not a certificate\n");
+    reload(&lb).await;
+    assert!(
+        lb.runtime.snapshot.load().hosts[0].stale,
+        "served from the earlier state"
+    );
+    assert_eq!(
+        hello(lb.addr, "re.test", &client).await.unwrap().backend,
+        "secure"
+    );
+    assert_eq!(
+        backend.resumed(),
+        [false, true],
+        "the same client, sessions and all"
+    );
+}
