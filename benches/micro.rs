@@ -7,7 +7,7 @@
 //!   runtime snapshot from it (one rustls `ServerConfig` per host);
 //! - `handshake/{full,resumed}/{server,both}`: a TLS 1.3 handshake (X25519, ECDSA P-256,
 //!   AES-256-GCM) between an in-memory rustls client and tlsedge's own per-host `ServerConfig`
-//!   (its certificate resolver and ticketer). `server` times only the server's calls: the
+//!   (its certificate choice and ticketer). `server` times only the server's calls: the
 //!   library floor of a proxied connection's CPU; `both` is client + server.
 //!
 //! Measurement times are short so `cargo bench --bench micro` takes a few minutes.
@@ -23,12 +23,13 @@ use rustls::crypto::aws_lc_rs::{self as provider_mod, cipher_suite, kx_group};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConnection};
 
-use tlsedge::balance::{Backend, BackendAddr, BalancePolicy, PickContext, Pool};
 use tlsedge::config::Config;
 use tlsedge::pki::{Ca, KeyKind};
 use tlsedge::snapshot::Snapshot;
 use tlsedge::tls::TlsShared;
 use tlsedge::tls::names::{HostName, NameIndex};
+use tlsedge::upstream::dns::Answers;
+use tlsedge::upstream::{Backend, BackendAddr, PickContext, Policy, Pool};
 
 fn sni(c: &mut Criterion) {
     let mut group = c.benchmark_group("sni");
@@ -60,10 +61,10 @@ fn sni(c: &mut Criterion) {
 fn balance(c: &mut Criterion) {
     let mut group = c.benchmark_group("balance");
     let policies = [
-        ("round_robin", BalancePolicy::RoundRobin),
-        ("least_conn", BalancePolicy::LeastConn),
-        ("p2c", BalancePolicy::P2c),
-        ("hash_client_ip", BalancePolicy::HashClientIp),
+        ("round_robin", Policy::RoundRobin),
+        ("least_conn", Policy::LeastConn),
+        ("p2c", Policy::P2c),
+        ("hash_client_ip", Policy::HashClientIp),
     ];
     for (name, policy) in policies {
         for n in [2_u16, 16] {
@@ -155,7 +156,7 @@ fn snapshot(c: &mut Criterion) {
     let mut group = c.benchmark_group("snapshot");
     group.sample_size(10);
     group.bench_function("build_10000_hosts", |b| {
-        b.iter(|| Snapshot::build(Arc::clone(&config), &tls, None, 1).0);
+        b.iter(|| Snapshot::build(Arc::clone(&config), &tls, None, 1, &Answers::none()).0);
     });
     group.finish();
 }
@@ -243,7 +244,7 @@ fn handshakes(c: &mut Criterion) {
     let config = Arc::new(site.load(&Site::config_text(1)));
     let tls = TlsShared::new(&config.start.sessions, config.ticket_key_file.as_deref())
         .expect("tls state");
-    let snapshot = Snapshot::build(config, &tls, None, 1).0;
+    let snapshot = Snapshot::build(config, &tls, None, 1, &Answers::none()).0;
     let server_config = Arc::clone(&snapshot.hosts[0].tls);
     let mut group = c.benchmark_group("handshake");
     for (kind, resume) in [("full", false), ("resumed", true)] {

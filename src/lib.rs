@@ -1,33 +1,38 @@
 //! tlsedge: a TLS-terminating load balancer for many domains.
 //!
 //! A tour, in the order a connection travels:
-//! - [`server`] binds the listeners and runs the accept loops ([`proxy`]), the admin listener
-//!   ([`admin`]) and graceful shutdown;
-//! - each connection loads the current [`snapshot::Snapshot`] once from the
-//!   [`runtime::Runtime`]'s `ArcSwap`, reads the ClientHello, resolves the host by SNI
-//!   ([`tls::names`]), and finishes the handshake with that host's prebuilt rustls config
-//!   ([`tls`]);
-//! - a backend is chosen by the host's policy ([`balance`]) and the decrypted stream is relayed
-//!   ([`proxy::relay`]);
-//! - every event is logged and counted in one place ([`metrics`]).
+//! - [`server`] binds the listeners and runs the accept loops ([`conn::listener`]), the admin
+//!   listener ([`admin`]) and graceful shutdown (drain, then the abort at the deadline);
+//! - each connection is one [`conn::serve`] pipeline over any stream: it loads the current
+//!   [`snapshot::Snapshot`] once from the [`runtime::Runtime`]'s `ArcSwap`, reads the PROXY
+//!   header on listeners behind a load balancer ([`conn::proxy_protocol`]), applies the
+//!   per-client limit ([`conn::client_limit`]), reads the ClientHello, finds the host by SNI
+//!   ([`snapshot::Snapshot::host_for`], [`tls::names`]) and finishes the handshake with that
+//!   host's prebuilt rustls config ([`conn::accept`], [`tls`], [`tls::cert_choice`]);
+//! - the pipeline ends in the host's mode: `tcp` is [`l4`], which picks and connects a backend
+//!   ([`upstream`]: the pure [`upstream::pool`] policies, `upstream::connect`, re-encryption in
+//!   [`upstream::tls`]; names kept fresh by [`upstream::dns`], backends probed by
+//!   `upstream::probe`), sends it a PROXY v2 header if asked ([`l4::proxy_header`]) and relays
+//!   ([`l4::relay`]);
+//! - every event is logged and counted in one place ([`metrics::events`]), through per-host
+//!   handles ([`metrics::host`]); each connection ends with one close line.
 //!
 //! Configuration flows the other way: [`config`] reads and validates YAML, [`reload`] watches
-//! the files and re-reads them on change, and [`runtime::Runtime::install`] builds a new
-//! snapshot and publishes it with one store.
+//! the files and re-reads them on change, and [`runtime::Runtime::install`] looks up new backend
+//! names, builds a new snapshot and publishes it with one store.
 
 mod admin;
-pub mod balance;
 pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod l4;
 pub mod metrics;
 pub mod pki;
-pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod upstream;
 
 pub use server::{Server, StartError};

@@ -12,6 +12,7 @@ use crate::conn::client_limit::ClientLimits;
 use crate::metrics::Metrics;
 use crate::snapshot::{Skipped, Snapshot};
 use crate::tls::TlsShared;
+use crate::upstream::dns::Answers;
 
 /// Shared server state.
 #[derive(Debug)]
@@ -30,9 +31,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the first snapshot from `config`.
-    pub fn new(config: Config, tls: TlsShared, metrics: Arc<Metrics>) -> (Self, Vec<Skipped>) {
-        let (snapshot, skipped) = Snapshot::build(Arc::new(config), &tls, None, 1);
+    /// Builds the first snapshot from `config`, with `answers` for its backend names (see
+    /// [`Snapshot::names_to_look_up`]).
+    pub fn new(
+        config: Config,
+        tls: TlsShared,
+        metrics: Arc<Metrics>,
+        answers: &Answers,
+    ) -> (Self, Vec<Skipped>) {
+        let (snapshot, skipped) = Snapshot::build(Arc::new(config), &tls, None, 1, answers);
         let rt = Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             tls,
@@ -47,12 +54,21 @@ impl Runtime {
     }
 
     /// Builds a snapshot from `config` (off the accept path) and publishes it with one store.
-    /// Hosts whose files failed keep their previous certificates.
+    /// Hosts whose files failed keep their previous certificates. Blocking: backend names new
+    /// to the running snapshot are looked up first, so call it off the async worker threads
+    /// (the reloader runs on a blocking thread).
     pub fn install(&self, config: Config) -> (Arc<Snapshot>, Vec<Skipped>) {
         let previous = self.snapshot.load_full();
+        let answers =
+            Answers::lookup_blocking(Snapshot::names_to_look_up(&config, Some(&previous)));
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let (snapshot, skipped) =
-            Snapshot::build(Arc::new(config), &self.tls, Some(&previous), generation);
+        let (snapshot, skipped) = Snapshot::build(
+            Arc::new(config),
+            &self.tls,
+            Some(&previous),
+            generation,
+            &answers,
+        );
         let snapshot = Arc::new(snapshot);
         self.snapshot.store(Arc::clone(&snapshot));
         (snapshot, skipped)

@@ -19,7 +19,9 @@ use crate::conn::listener::{Lifecycle, accept_loop};
 use crate::metrics::Metrics;
 use crate::reload::{ReloadTrigger, Reloader, watch};
 use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 use crate::tls::TlsShared;
+use crate::upstream::dns::Answers;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +83,9 @@ impl Server {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let (runtime, _skipped) = Runtime::new(config, tls, Arc::clone(&metrics));
+        // Backend names are looked up on a blocking thread, not on this async worker.
+        let answers = Answers::lookup(Snapshot::names_to_look_up(&config, None)).await;
+        let (runtime, _skipped) = Runtime::new(config, tls, Arc::clone(&metrics), &answers);
         let runtime = Arc::new(runtime);
         // Fingerprint the files now, as loaded (not when `run` starts: a change in between
         // would look already applied).
@@ -172,8 +176,8 @@ impl Server {
             ));
         }
         let upkeep = tokio::spawn(upkeep(Arc::clone(&rt)));
-        let health = tokio::spawn(crate::proxy::health_check::run(Arc::clone(&rt)));
-        let resolver = tokio::spawn(crate::proxy::resolve::run(
+        let health = tokio::spawn(crate::upstream::probe::run(Arc::clone(&rt)));
+        let dns_refresh = tokio::spawn(crate::upstream::dns::run(
             Arc::clone(&rt),
             snapshot.config.start.reload.dns_refresh,
         ));
@@ -187,7 +191,7 @@ impl Server {
         drain(&life, rt.snapshot.load().timeouts.drain).await;
         upkeep.abort();
         health.abort();
-        resolver.abort();
+        dns_refresh.abort();
         admin_stop.cancel();
         let _ = watcher.await;
     }

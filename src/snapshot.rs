@@ -5,6 +5,10 @@
 //! auth and backend pool always come from the same configuration. Building one is the expensive
 //! part of a reload (`ServerConfig`s, pools) and happens off the accept path; publishing is one
 //! pointer store.
+//!
+//! The build is pure: it reads no file and asks no resolver. Certificates come loaded in the
+//! [`Config`], and the DNS answers for backend names it has not seen before come from the
+//! caller ([`Snapshot::names_to_look_up`] says which), who decides which thread may block.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,15 +18,16 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use rustls::ServerConfig;
 
-use crate::balance::{Backend, BackendAddr, BackendState, Pool};
 use crate::config::model::ProxyProtocol;
 use crate::config::validate::HealthCheck;
 use crate::config::{Config, HostConfig, Timeouts};
 use crate::metrics::host::HostMetrics;
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::NameIndex;
-use crate::tls::upstream::UpstreamTls;
 use crate::tls::{BuildError, TlsShared};
+use crate::upstream::dns::{self, Answers};
+use crate::upstream::tls::UpstreamTls;
+use crate::upstream::{Backend, BackendAddr, BackendState, Pool};
 
 /// What a host does with a decrypted connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,23 +128,23 @@ pub enum SkipReason {
 impl Snapshot {
     /// Builds a snapshot from `config`. Hosts whose files failed keep the certificates they have
     /// in `previous` (marked stale), or are left out. Backend live state is carried over from
-    /// `previous` for backends a host keeps.
+    /// `previous` for backends a host keeps; a new backend named by DNS starts with its entry
+    /// in `answers` (see [`names_to_look_up`](Self::names_to_look_up)).
     pub fn build(
         config: Arc<Config>,
         tls: &TlsShared,
         previous: Option<&Self>,
         generation: u64,
+        answers: &Answers,
     ) -> (Self, Vec<Skipped>) {
-        let old_hosts: HashMap<&str, &Host> = previous
-            .map(|p| p.hosts.iter().map(|h| (&*h.label, &**h)).collect())
-            .unwrap_or_default();
+        let old_hosts = old_hosts(previous);
         let mut names = NameIndex::default();
         let mut hosts = Vec::with_capacity(config.hosts.len());
         let mut skipped = Vec::new();
         let mut default_host = None;
         for (i, host) in config.hosts.iter().enumerate() {
             let old = old_hosts.get(host.label.as_str()).copied();
-            match build_host(host, tls, old) {
+            match build_host(host, tls, old, answers) {
                 Ok(built) => {
                     let index = hosts.len();
                     for name in &host.names {
@@ -169,15 +174,60 @@ impl Snapshot {
         (snapshot, skipped)
     }
 
+    /// The backend names whose addresses a build from `config` on top of `previous` needs:
+    /// every `name:port` backend that its host does not already have live state for (a kept
+    /// backend keeps its addresses, which the DNS refresh task updates). Each name once.
+    pub fn names_to_look_up(config: &Config, previous: Option<&Self>) -> Vec<dns::Name> {
+        let old_hosts = old_hosts(previous);
+        let mut names = Vec::new();
+        for host in &config.hosts {
+            let old = old_states(old_hosts.get(host.label.as_str()).copied());
+            for backend in &host.backends {
+                if let BackendAddr::Name { host, port } = &backend.addr
+                    && !old.contains_key(&backend.addr)
+                {
+                    names.push((host.clone(), *port));
+                }
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// The host serving `sni` (or a missing SNI), falling back to the default host.
-    pub fn resolve(&self, sni: Option<&str>) -> Option<&Arc<Host>> {
+    pub fn host_for(&self, sni: Option<&str>) -> Option<&Arc<Host>> {
         sni.and_then(|name| self.names.lookup(name))
             .or(self.default_host)
             .map(|i| &self.hosts[i])
     }
 }
 
-fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<Host, SkipReason> {
+/// The previous snapshot's hosts by label: what a host of the new configuration continues.
+fn old_hosts(previous: Option<&Snapshot>) -> HashMap<&str, &Host> {
+    previous
+        .map(|p| p.hosts.iter().map(|h| (&*h.label, &**h)).collect())
+        .unwrap_or_default()
+}
+
+/// The live state of `old`'s backends by address: what a host that keeps a backend carries over.
+fn old_states(old: Option<&Host>) -> HashMap<&BackendAddr, &Arc<BackendState>> {
+    old.map(|o| {
+        o.pool
+            .backends()
+            .iter()
+            .map(|b| (&b.addr, &b.state))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn build_host(
+    host: &HostConfig,
+    tls: &TlsShared,
+    old: Option<&Host>,
+    answers: &Answers,
+) -> Result<Host, SkipReason> {
     let (certs, stale) = match (&host.certs, old) {
         (Some(certs), _) => (certs.clone(), false),
         (None, Some(old)) => (old.certs.clone(), true),
@@ -185,22 +235,14 @@ fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<
     };
     let keys = certs.iter().map(|c| Arc::clone(&c.key)).collect();
     let server_config = tls.server_config(host, keys)?;
-    let old_states: HashMap<&BackendAddr, &Arc<BackendState>> = old
-        .map(|o| {
-            o.pool
-                .backends()
-                .iter()
-                .map(|b| (&b.addr, &b.state))
-                .collect()
-        })
-        .unwrap_or_default();
+    let old_states = old_states(old);
     let backends = host
         .backends
         .iter()
         .map(|b| {
             let state = old_states
                 .get(&b.addr)
-                .map_or_else(|| Arc::new(resolve_now(&b.addr)), |s| Arc::clone(s));
+                .map_or_else(|| Arc::new(new_state(&b.addr, answers)), |s| Arc::clone(s));
             Backend::new(b.addr.clone(), b.weight, state)
         })
         .collect::<Vec<_>>();
@@ -224,29 +266,123 @@ fn build_host(host: &HostConfig, tls: &TlsShared, old: Option<&Host>) -> Result<
         certs,
         stale,
         health_check: host.health_check,
-        upstream_tls: host
-            .backend_tls
-            .as_ref()
-            .map(|settings| UpstreamTls::new(&tls.provider, settings))
-            .transpose()?,
+        upstream_tls: upstream_tls(host, tls, old, stale)?,
         allow: host.allow.clone(),
     })
 }
 
-/// State for a new backend; a DNS name is resolved once right away (blocking: snapshots are
-/// built off the accept path), so the backend is usable from the first connection. The
-/// resolver task keeps it fresh from then on.
-fn resolve_now(addr: &BackendAddr) -> BackendState {
+/// The host's TLS client for its backends: the previous one while the settings are unchanged,
+/// so backend sessions keep resuming across reloads.
+fn upstream_tls(
+    host: &HostConfig,
+    tls: &TlsShared,
+    old: Option<&Host>,
+    stale: bool,
+) -> Result<Option<UpstreamTls>, BuildError> {
+    let previous = old.and_then(|o| o.upstream_tls.as_ref());
+    match &host.backend_tls {
+        Some(settings) => UpstreamTls::carry_over(previous, &tls.provider, settings).map(Some),
+        // A stale host's files failed, and a backend CA that failed leaves no settings: keep
+        // re-encrypting as before rather than fall back to plaintext.
+        None if stale => Ok(previous.cloned()),
+        None => Ok(None),
+    }
+}
+
+/// State for a new backend. A DNS name starts with the addresses the caller looked up, so the
+/// backend is usable from the first connection; the DNS refresh task keeps it fresh from then on.
+fn new_state(addr: &BackendAddr, answers: &Answers) -> BackendState {
     let state = BackendState::default();
     if let BackendAddr::Name { host, port } = addr {
-        match crate::proxy::resolve::lookup(host, *port) {
-            Ok(addrs) => {
-                state.set_addrs(addrs);
+        match answers.get(host, *port) {
+            Some(Ok(addrs)) => {
+                state.set_addrs(addrs.clone());
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(backend.addr = %addr, error = %e, "backend name does not resolve yet")
+            }
+            None => {
+                tracing::warn!(backend.addr = %addr, error = "not looked up", "backend name does not resolve yet")
             }
         }
     }
     state
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::pki::{Ca, KeyKind};
+
+    /// A configuration of one host `app.test` with `backends`, its files in `dir`.
+    fn config(dir: &std::path::Path, backends: &[&str]) -> Config {
+        let issued = Ca::new("test CA")
+            .unwrap()
+            .issue(&["app.test"], KeyKind::Ecdsa)
+            .unwrap();
+        std::fs::write(dir.join("app.pem"), &issued.cert_pem).unwrap();
+        std::fs::write(dir.join("app.key"), &issued.key_pem).unwrap();
+        let mode = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(dir.join("app.key"), mode).unwrap();
+        let mut text = String::from(
+            "listeners: [\"127.0.0.1:0\"]\nhosts:\n  - names: [app.test]\n    certs:\n      - { cert: app.pem, key: app.key }\n    backends:\n",
+        );
+        for b in backends {
+            text.push_str(&format!("      - {{ address: \"{b}\" }}\n"));
+        }
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        crate::config::load::from_str(&text, &dir.join("tlsedge.yaml"), &provider)
+            .and_then(crate::config::Loaded::strict)
+            .unwrap()
+            .config
+    }
+
+    fn addrs(snapshot: &Snapshot) -> Vec<Vec<SocketAddr>> {
+        let pool = &snapshot.hosts[0].pool;
+        pool.backends()
+            .iter()
+            .map(|b| b.state.addrs().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn new_backend_names_start_with_the_answers_passed_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = config(
+            dir.path(),
+            &["127.0.0.1:9", "app.internal:80", "gone.internal:81"],
+        );
+        let tls = TlsShared::new(&first.start.sessions, None).unwrap();
+        let wanted = Snapshot::names_to_look_up(&first, None);
+        let name = |host: &str, port| (host.to_owned(), port);
+        assert_eq!(
+            wanted,
+            [name("app.internal", 80), name("gone.internal", 81)]
+        );
+        let mut answers = Answers::none();
+        let resolved: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        answers.insert(name("app.internal", 80), Ok(vec![resolved]));
+        answers.insert(
+            name("gone.internal", 81),
+            Err(std::io::ErrorKind::NotFound.into()),
+        );
+        let (built, skipped) = Snapshot::build(Arc::new(first), &tls, None, 1, &answers);
+        assert!(skipped.is_empty());
+        let fixed: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(addrs(&built), [vec![fixed], vec![resolved], vec![]]);
+
+        // Kept backends carry their state (and addresses) over: only the new name is asked for.
+        let next = config(dir.path(), &["app.internal:80", "new.internal:82"]);
+        let wanted = Snapshot::names_to_look_up(&next, Some(&built));
+        assert_eq!(wanted, [name("new.internal", 82)]);
+        let (rebuilt, _) = Snapshot::build(Arc::new(next), &tls, Some(&built), 2, &Answers::none());
+        assert_eq!(addrs(&rebuilt), [vec![resolved], vec![]]);
+        assert!(Arc::ptr_eq(
+            &built.hosts[0].pool.backends()[1].state,
+            &rebuilt.hosts[0].pool.backends()[0].state
+        ));
+    }
 }

@@ -1,16 +1,20 @@
 //! Backend behaviour: a refusing backend is skipped and shown down, a host with no usable backend
-//! closes clients cleanly and counts them, and PROXY v2 headers carry the client and the SNI.
+//! closes clients cleanly and counts them, PROXY v2 headers carry the client and the SNI, and
+//! re-encryption verifies backends and keeps resuming their sessions across reloads.
 
 mod common;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use common::{
-    Backend, ClientOpts, Lb, Site, backends, connect, connect_from, ecdsa, hello, host, read_reply,
-    refused_addr,
+    Backend, ClientOpts, Lb, PATIENCE, Site, backends, connect, connect_from, ecdsa, hello, host,
+    read_reply, refused_addr, wait_for,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 #[tokio::test]
 async fn refusing_backend_is_skipped_and_marked_down() {
@@ -142,7 +146,7 @@ async fn proxy_protocol_v2_header_carries_client_and_sni() {
     let reply = read_reply(&mut tls).await.unwrap();
     assert_eq!(reply.backend, "pp");
     tls.write_all(b"payload").await.unwrap();
-    common::wait_for("backend read", common::PATIENCE, || async {
+    wait_for("backend read", PATIENCE, || async {
         !backend.first_bytes().is_empty()
     })
     .await;
@@ -193,7 +197,7 @@ async fn health_checks_take_dead_backends_out_and_bring_them_back() {
         |m: &common::Metrics| m.value("tlsedge_backend_up", &[("backend", dead_label.as_str())]);
     drop(first);
     // No client traffic at all: the probes alone mark it down.
-    common::wait_for("probes mark the backend down", common::PATIENCE, || async {
+    wait_for("probes mark the backend down", PATIENCE, || async {
         up(&lb.metrics().await) == 0.0
     })
     .await;
@@ -214,7 +218,7 @@ async fn health_checks_take_dead_backends_out_and_bring_them_back() {
     );
     // It comes back on the same address: probes put it back without a client failing first.
     let revived = Backend::start_at("b0-again", dead).await;
-    common::wait_for("probes mark the backend up", common::PATIENCE, || async {
+    wait_for("probes mark the backend up", PATIENCE, || async {
         up(&lb.metrics().await) == 1.0
     })
     .await;
@@ -261,7 +265,7 @@ async fn tls_backend(name: &str, issued: &tlsedge::pki::Issued) -> Backend {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    Backend::start_tls(name, std::sync::Arc::new(config)).await
+    Backend::start_tls(name, Arc::new(config)).await
 }
 
 #[tokio::test]
@@ -323,5 +327,185 @@ async fn backend_tls_verifies_and_re_encrypts() {
             &[("host", "bad.test"), ("outcome", "backend_tls_error")]
         ),
         1.0
+    );
+}
+
+/// A TLS backend that answers `{name}\n` like the harness's and records, for every handshake,
+/// whether it resumed a session (rustls' default server keeps a session cache).
+struct ResumptionBackend {
+    addr: SocketAddr,
+    resumed: Arc<Mutex<Vec<bool>>>,
+    task: JoinHandle<()>,
+}
+
+impl ResumptionBackend {
+    async fn start(name: &str, issued: &tlsedge::pki::Issued) -> Self {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+        let chain = vec![CertificateDer::from(issued.cert_der.clone())];
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let resumed = Arc::new(Mutex::new(Vec::new()));
+        let line = format!("{name}\n");
+        let record = Arc::clone(&resumed);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, record, line) =
+                    (acceptor.clone(), Arc::clone(&record), line.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let kind = tls.get_ref().1.handshake_kind();
+                    record
+                        .lock()
+                        .unwrap()
+                        .push(kind == Some(rustls::HandshakeKind::Resumed));
+                    let _ = tls.write_all(line.as_bytes()).await;
+                    let mut rest = Vec::new();
+                    let _ = tls.read_to_end(&mut rest).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            resumed,
+            task,
+        }
+    }
+
+    /// Whether each handshake so far resumed, in order.
+    fn resumed(&self) -> Vec<bool> {
+        self.resumed.lock().unwrap().clone()
+    }
+
+    /// Waits for the `n`th handshake and returns whether it resumed.
+    async fn handshake(&self, n: usize) -> bool {
+        wait_for(&format!("backend handshake {n}"), PATIENCE, || async {
+            self.resumed().len() >= n
+        })
+        .await;
+        self.resumed()[n - 1]
+    }
+}
+
+impl Drop for ResumptionBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Asks for a reload and waits until a new snapshot is published.
+async fn reload(lb: &Lb) {
+    let generation = lb.generation();
+    assert!(lb.trigger.reload(), "server running");
+    wait_for("a new snapshot", PATIENCE, || async {
+        lb.generation() > generation
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn backend_tls_sessions_resume_across_reloads_until_the_ca_changes() {
+    let site = Site::new();
+    let internal = Site::new();
+    site.write("internal-ca.pem", &internal.ca.cert_pem());
+    let issued = internal
+        .ca
+        .issue(&["app.internal"], tlsedge::pki::KeyKind::Ecdsa)
+        .unwrap();
+    let backend = ResumptionBackend::start("secure", &issued).await;
+    ecdsa(&site, "re", &["re.test"]);
+    let tls = "    backend_tls: { ca: internal-ca.pem, server_name: app.internal }\n";
+    let body = format!(
+        "reload: {{ watch: false }}\nhosts:\n{}",
+        host(&["re.test"], &["re"], &[backend.addr], tls)
+    );
+    let config = site.config(&body);
+    let lb = Lb::start(&config).await;
+    let client = ClientOpts::default().build(&site.ca);
+    assert_eq!(
+        hello(lb.addr, "re.test", &client).await.unwrap().backend,
+        "secure"
+    );
+    assert!(
+        !backend.handshake(1).await,
+        "the first handshake is a full one"
+    );
+
+    // A reload that leaves the host's backend TLS settings alone keeps its session cache.
+    std::fs::write(
+        &config,
+        format!("{}# touched\n", std::fs::read_to_string(&config).unwrap()),
+    )
+    .unwrap();
+    reload(&lb).await;
+    assert_eq!(
+        hello(lb.addr, "re.test", &client).await.unwrap().backend,
+        "secure"
+    );
+    assert!(backend.handshake(2).await, "resumed after the reload");
+
+    // Another CA file (here a bundle that still trusts the backend): no session established
+    // under the old trust may resume, so the next handshake verifies the certificate again.
+    let other = tlsedge::pki::Ca::new("another CA").unwrap();
+    let bundle = format!("{}\n{}", internal.ca.cert_pem(), other.cert_pem());
+    common::files::write_rename(&site.path("internal-ca.pem"), &bundle);
+    reload(&lb).await;
+    assert_eq!(
+        hello(lb.addr, "re.test", &client).await.unwrap().backend,
+        "secure"
+    );
+    assert!(
+        !backend.handshake(3).await,
+        "a full handshake under the new CA"
+    );
+    assert_eq!(backend.resumed(), [false, true, false]);
+}
+
+#[tokio::test]
+async fn a_host_whose_backend_ca_breaks_keeps_re_encrypting() {
+    let site = Site::new();
+    let internal = Site::new();
+    site.write("internal-ca.pem", &internal.ca.cert_pem());
+    let issued = internal
+        .ca
+        .issue(&["app.internal"], tlsedge::pki::KeyKind::Ecdsa)
+        .unwrap();
+    let backend = ResumptionBackend::start("secure", &issued).await;
+    ecdsa(&site, "re", &["re.test"]);
+    let tls = "    backend_tls: { ca: internal-ca.pem, server_name: app.internal }\n";
+    let body = format!(
+        "reload: {{ watch: false }}\nhosts:\n{}",
+        host(&["re.test"], &["re"], &[backend.addr], tls)
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let client = ClientOpts::default().build(&site.ca);
+    assert_eq!(
+        hello(lb.addr, "re.test", &client).await.unwrap().backend,
+        "secure"
+    );
+
+    // The CA file breaks: the host keeps serving from its earlier state, which includes
+    // re-encrypting with the CA it had, never relaying in plaintext.
+    common::files::write_rename(&site.path("internal-ca.pem"), "not a certificate\n");
+    reload(&lb).await;
+    assert!(
+        lb.runtime.snapshot.load().hosts[0].stale,
+        "served from the earlier state"
+    );
+    assert_eq!(
+        hello(lb.addr, "re.test", &client).await.unwrap().backend,
+        "secure"
+    );
+    assert_eq!(
+        backend.resumed(),
+        [false, true],
+        "the same client, sessions and all"
     );
 }

@@ -86,7 +86,7 @@ where
     let found = {
         let client_hello = hello.client_hello();
         let sni = client_hello.server_name();
-        match snapshot.resolve(sni) {
+        match snapshot.host_for(sni) {
             Some(host) => Ok(Arc::clone(host)),
             None if sni.is_some() => Err(Refusal::new(
                 HandshakeFailure::UnknownSni,

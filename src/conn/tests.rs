@@ -44,7 +44,12 @@ impl Fixture {
             .unwrap();
         let config = loaded.config;
         let tls = TlsShared::new(&config.start.sessions, None).unwrap();
-        let (rt, skipped) = Runtime::new(config, tls, Arc::new(Metrics::new()));
+        let (rt, skipped) = Runtime::new(
+            config,
+            tls,
+            Arc::new(Metrics::new()),
+            &crate::upstream::dns::Answers::none(),
+        );
         assert!(skipped.is_empty());
         Self {
             rt: Arc::new(rt),

@@ -20,9 +20,9 @@ use crate::conn::Endpoints;
 use crate::conn::accept::{ALERT_TIMEOUT, Negotiated};
 use crate::metrics::Outcome;
 use crate::metrics::events::Closed;
-use crate::proxy::backend::{self, BackendError};
 use crate::runtime::Runtime;
 use crate::snapshot::{Host, Snapshot};
+use crate::upstream::connect::{self as backend, BackendError};
 use relay::{RelayEnd, RelayOutcome};
 
 /// What the mode needs to know about the connection.

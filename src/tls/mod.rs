@@ -5,11 +5,10 @@
 //! session-ID cache and the ticketer. Every host's `ServerConfig` points at the same ones, so a
 //! ticket issued before a reload still resumes after it.
 
+pub mod cert_choice;
 pub mod certs;
 pub mod names;
-pub mod resolver;
 pub mod tickets;
-pub mod upstream;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use rustls::{ServerConfig, sign::CertifiedKey, version};
 use crate::config::HostConfig;
 use crate::config::model::ClientAuthMode;
 use crate::config::validate::Sessions;
-use resolver::HostCertResolver;
+use cert_choice::CertChoice;
 use tickets::{TicketError, TicketKeys};
 
 /// How many TLS 1.3 tickets a full handshake sends: clients use one per future connection, and
@@ -95,7 +94,7 @@ impl TlsShared {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder.with_cert_resolver(Arc::new(HostCertResolver::new(certs)));
+        let mut config = builder.with_cert_resolver(Arc::new(CertChoice::new(certs)));
         config.alpn_protocols.clone_from(&host.alpn);
         if host.resumption {
             // Hosts with client auth keep no TLS 1.2 session-ID entries in the shared cache;

@@ -11,11 +11,13 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use super::bounds::{DAY, MAX_HEALTH_COUNT, Zero};
 use super::{BackendConfig, BackendTls, ClientAuth, EXPIRY_WARNING, HostConfig, Validator};
-use crate::balance::BackendAddr;
-use crate::config::model::{RawBackendTls, RawCert, RawClientAuth, RawHealthCheck, RawHost};
+use crate::config::model::{
+    BalancePolicy, RawBackendTls, RawCert, RawClientAuth, RawHealthCheck, RawHost,
+};
 use crate::config::problem::{Issue, Scope, Severity};
 use crate::tls::certs::{self, LoadedCert};
 use crate::tls::names::{HostName, NameIndex};
+use crate::upstream::{BackendAddr, Policy};
 
 impl Validator<'_> {
     pub(super) fn host(&mut self, i: usize, raw: &RawHost, index: &mut NameIndex) -> HostConfig {
@@ -105,7 +107,7 @@ impl Validator<'_> {
             names,
             certs,
             backends,
-            balance: raw.balance,
+            balance: policy(raw.balance),
             alpn,
             allow_tls12,
             client_auth,
@@ -198,7 +200,7 @@ impl Validator<'_> {
             }
             loaded.push(cert);
         }
-        // ECDSA first: the resolver offers the first certificate whose key the client can use.
+        // ECDSA first: the certificate choice offers the first certificate whose key the client can use.
         loaded.sort_by_key(|c| c.algorithm);
         (!failed).then_some(loaded)
     }
@@ -284,5 +286,16 @@ impl Validator<'_> {
             return None;
         }
         Some((Arc::new(roots), ca_path))
+    }
+}
+
+/// The balancing policy a configured name stands for. The serde enum stays in the model so the
+/// pure balancer does not depend on the configuration format.
+fn policy(raw: BalancePolicy) -> Policy {
+    match raw {
+        BalancePolicy::RoundRobin => Policy::RoundRobin,
+        BalancePolicy::LeastConn => Policy::LeastConn,
+        BalancePolicy::P2c => Policy::P2c,
+        BalancePolicy::HashClientIp => Policy::HashClientIp,
     }
 }

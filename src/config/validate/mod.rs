@@ -15,13 +15,13 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::ServerName;
 
-use super::model::{BalancePolicy, ClientAuthMode, ProxyProtocol, RawConfig, RawHealthCheck};
+use super::model::{ClientAuthMode, ProxyProtocol, RawConfig, RawHealthCheck};
 use super::problem::{Issue, Problem, Scope, Severity};
-use crate::balance::BackendAddr;
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::{HostName, NameIndex};
 use bounds::{DAY, WEEK, Zero};
 
+use crate::upstream::{BackendAddr, Policy};
 pub use start::{ListenerConfig, ProxyInput, Reload, Sessions, StartConfig};
 
 /// Certificates expiring sooner than this get a warning.
@@ -80,7 +80,7 @@ pub struct HostConfig {
     /// Backends.
     pub backends: Vec<BackendConfig>,
     /// Selection policy.
-    pub balance: BalancePolicy,
+    pub balance: Policy,
     /// ALPN protocols in preference order.
     pub alpn: Vec<Vec<u8>>,
     /// Whether TLS 1.2 is accepted (otherwise 1.3 only).

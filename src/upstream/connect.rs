@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::balance::{ActiveGuard, PickContext};
+use super::pool::PickContext;
+use super::state::ActiveGuard;
 use crate::runtime::Runtime;
 use crate::snapshot::{Host, Snapshot};
 

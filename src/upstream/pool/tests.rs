@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn pool(weights: &[u32], policy: BalancePolicy) -> Pool {
+fn pool(weights: &[u32], policy: Policy) -> Pool {
     let backends = weights
         .iter()
         .enumerate()
@@ -35,13 +35,13 @@ fn counts(pool: &Pool, picks: usize) -> Vec<usize> {
 
 #[test]
 fn smooth_schedule_interleaves() {
-    let p = pool(&[5, 1, 1], BalancePolicy::RoundRobin);
+    let p = pool(&[5, 1, 1], Policy::RoundRobin);
     assert_eq!(p.schedule, vec![0, 0, 1, 0, 2, 0, 0]);
 }
 
 #[test]
 fn round_robin_skips_down_and_tried_backends() {
-    let p = pool(&[1, 1, 1], BalancePolicy::RoundRobin);
+    let p = pool(&[1, 1, 1], Policy::RoundRobin);
     p.backends()[1].state.mark_failed(1_000, 10_000);
     for _ in 0..10 {
         let got = p.pick(&ctx(1, 0), &[0]).unwrap();
@@ -53,7 +53,7 @@ fn round_robin_skips_down_and_tried_backends() {
 
 #[test]
 fn least_conn_prefers_idle_backend() {
-    let p = pool(&[1, 1, 1], BalancePolicy::LeastConn);
+    let p = pool(&[1, 1, 1], Policy::LeastConn);
     let _busy: Vec<_> = (0..3).map(|_| p.backends()[0].state.track()).collect();
     let _one = p.backends()[1].state.track();
     for _ in 0..20 {
@@ -63,7 +63,7 @@ fn least_conn_prefers_idle_backend() {
 
 #[test]
 fn p2c_never_picks_the_busier_of_two() {
-    let p = pool(&[1, 1], BalancePolicy::P2c);
+    let p = pool(&[1, 1], Policy::P2c);
     let _busy = p.backends()[0].state.track();
     for r in 0..100 {
         assert_eq!(p.pick(&ctx(1, r), &[]), Some(1));
@@ -72,8 +72,8 @@ fn p2c_never_picks_the_busier_of_two() {
 
 #[test]
 fn hash_moves_about_one_in_n_plus_one_when_adding_a_backend() {
-    let before = pool(&[1, 1, 1, 1], BalancePolicy::HashClientIp);
-    let after = pool(&[1, 1, 1, 1, 1], BalancePolicy::HashClientIp);
+    let before = pool(&[1, 1, 1, 1], Policy::HashClientIp);
+    let after = pool(&[1, 1, 1, 1, 1], Policy::HashClientIp);
     let clients = 10_000;
     let mut moved = 0;
     for c in 0..clients {
@@ -90,7 +90,7 @@ fn hash_moves_about_one_in_n_plus_one_when_adding_a_backend() {
 
 #[test]
 fn hash_falls_back_to_next_choice_when_down() {
-    let p = pool(&[1, 1, 1], BalancePolicy::HashClientIp);
+    let p = pool(&[1, 1, 1], Policy::HashClientIp);
     let first = p.pick(&ctx(7, 0), &[]).unwrap();
     let second = p.pick(&ctx(7, 0), &[first]).unwrap();
     assert_ne!(first, second);
@@ -104,7 +104,7 @@ proptest! {
         weights in prop::collection::vec(1_u32..20, 1..8),
         cycles in 1_usize..5,
     ) {
-        let p = pool(&weights, BalancePolicy::RoundRobin);
+        let p = pool(&weights, Policy::RoundRobin);
         let total: u32 = weights.iter().sum();
         let got = counts(&p, total as usize * cycles);
         for (i, w) in weights.iter().enumerate() {
@@ -118,10 +118,10 @@ proptest! {
         down in prop::collection::vec(any::<bool>(), 10),
         tried in prop::collection::vec(0_usize..10, 0..4),
         policy in prop::sample::select(vec![
-            BalancePolicy::RoundRobin,
-            BalancePolicy::LeastConn,
-            BalancePolicy::P2c,
-            BalancePolicy::HashClientIp,
+            Policy::RoundRobin,
+            Policy::LeastConn,
+            Policy::P2c,
+            Policy::HashClientIp,
         ]),
         client in any::<u32>(),
         random in any::<u64>(),
@@ -142,7 +142,7 @@ proptest! {
 
     #[test]
     fn hash_is_stable_for_a_client(client in any::<u32>(), n in 1_usize..12) {
-        let p = pool(&vec![1; n], BalancePolicy::HashClientIp);
+        let p = pool(&vec![1; n], Policy::HashClientIp);
         let first = p.pick(&ctx(client, 1), &[]);
         for r in 0..5 {
             prop_assert_eq!(p.pick(&ctx(client, r), &[]), first);
@@ -152,7 +152,7 @@ proptest! {
 
 #[test]
 fn hash_spreads_by_weight() {
-    let p = pool(&[1, 3], BalancePolicy::HashClientIp);
+    let p = pool(&[1, 3], Policy::HashClientIp);
     let mut seen: HashMap<usize, u32> = HashMap::new();
     for c in 0..20_000 {
         *seen.entry(p.pick(&ctx(c, 0), &[]).unwrap()).or_default() += 1;

@@ -9,18 +9,18 @@ use rustls::sign::CertifiedKey;
 
 /// A host's certificates, in preference order.
 #[derive(Debug)]
-pub struct HostCertResolver {
+pub struct CertChoice {
     certs: Vec<Arc<CertifiedKey>>,
 }
 
-impl HostCertResolver {
+impl CertChoice {
     /// `certs` must be in preference order (ECDSA before RSA).
     pub fn new(certs: Vec<Arc<CertifiedKey>>) -> Self {
         Self { certs }
     }
 }
 
-impl ResolvesServerCert for HostCertResolver {
+impl ResolvesServerCert for CertChoice {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let schemes = hello.signature_schemes();
         self.certs

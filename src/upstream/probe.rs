@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 
-use super::backend::connect_any;
-use crate::balance::Transition;
+use super::connect::connect_any;
+use super::state::Transition;
 use crate::runtime::Runtime;
 use crate::snapshot::Host;
 
