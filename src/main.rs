@@ -185,19 +185,24 @@ async fn serve(config: PathBuf, on_start: impl FnOnce(&Server)) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Handlers are installed before anything says the server is up: a signal sent the moment
+    // it is announced must find them (SIGTERM's and SIGHUP's default is to kill the process).
+    let shutdown = shutdown_signal();
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     on_start(&server);
-    tokio::spawn(reload_on_sighup(server.reload_trigger()));
-    server.run(shutdown_signal()).await;
+    match hangup {
+        Ok(hup) => drop(tokio::spawn(reload_on_sighup(hup, server.reload_trigger()))),
+        Err(e) => tracing::warn!(error = %e, "cannot install the SIGHUP handler"),
+    }
+    server.run(shutdown).await;
     ExitCode::SUCCESS
 }
 
 /// SIGHUP runs the same reload as a file change.
-async fn reload_on_sighup(trigger: tlsedge::reload::ReloadTrigger) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot install the SIGHUP handler");
-        return;
-    };
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    trigger: tlsedge::reload::ReloadTrigger,
+) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading");
         if !trigger.reload() {
@@ -206,18 +211,21 @@ async fn reload_on_sighup(trigger: tlsedge::reload::ReloadTrigger) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
