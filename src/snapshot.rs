@@ -228,13 +228,27 @@ fn build_host(
     old: Option<&Host>,
     answers: &Answers,
 ) -> Result<Host, SkipReason> {
-    let (certs, stale) = match (&host.certs, old) {
-        (Some(certs), _) => (certs.clone(), false),
-        (None, Some(old)) => (old.certs.clone(), true),
+    let (certs, server_config, alpn, stale) = match (&host.certs, old) {
+        (Some(certs), _) => {
+            let keys = certs.iter().map(|c| Arc::clone(&c.key)).collect();
+            let alpn = host
+                .alpn
+                .iter()
+                .map(|p| (p.clone(), Arc::from(String::from_utf8_lossy(p))))
+                .collect();
+            (certs.clone(), tls.server_config(host, keys)?, alpn, false)
+        }
+        // Its files failed: the host's whole TLS side stays as it was (certificates, client
+        // auth, versions, ALPN), since a client CA that failed to load must not turn mutual
+        // TLS off. Its backends follow the new configuration.
+        (None, Some(old)) => (
+            old.certs.clone(),
+            Arc::clone(&old.tls),
+            old.alpn.clone(),
+            true,
+        ),
         (None, None) => return Err(SkipReason::NoUsableCertificate),
     };
-    let keys = certs.iter().map(|c| Arc::clone(&c.key)).collect();
-    let server_config = tls.server_config(host, keys)?;
     let old_states = old_states(old);
     let backends = host
         .backends
@@ -254,11 +268,7 @@ fn build_host(
         label: Arc::from(host.label.as_str()),
         mode: Mode::Tcp,
         metrics: HostMetrics::new(&host.label),
-        alpn: host
-            .alpn
-            .iter()
-            .map(|p| (p.clone(), Arc::from(String::from_utf8_lossy(p))))
-            .collect(),
+        alpn,
         tls: server_config,
         pool: Pool::new(backends, host.balance),
         backend_labels,

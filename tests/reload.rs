@@ -702,3 +702,34 @@ async fn without_watching_only_a_trigger_reloads() {
     wait_serial(s.lb.addr, "app.test", &s.client, &new.serial, ROTATION).await;
     assert_eq!(s.lb.generation(), generation + 1);
 }
+
+#[tokio::test]
+async fn a_broken_client_ca_keeps_mutual_tls_on() {
+    let one = one_host(
+        &reload_settings(50),
+        "    client_auth: { ca: ca.pem, mode: required }\n",
+    )
+    .await;
+    let with_cert = ClientOpts {
+        identity: Some(common::client_identity(&one.site.ca)),
+        ..ClientOpts::default()
+    }
+    .build(&one.site.ca);
+    hello(one.lb.addr, "app.test", &with_cert).await.unwrap();
+    assert!(hello(one.lb.addr, "app.test", &one.client).await.is_err());
+
+    // The CA file breaks: the host keeps its whole TLS side, client verification included.
+    one.site.write("ca.pem", "not a certificate\n");
+    common::wait_for("reload noticed the broken CA", common::PATIENCE, || async {
+        one.lb.metrics().await.value(STALE, &[("host", "app.test")]) == 1.0
+    })
+    .await;
+    let refused = hello(one.lb.addr, "app.test", &one.client).await;
+    assert!(
+        refused.is_err(),
+        "a client without a certificate is still refused"
+    );
+    hello(one.lb.addr, "app.test", &with_cert)
+        .await
+        .expect("a verified client still gets through");
+}
