@@ -227,6 +227,16 @@ async fn health_checks_take_dead_backends_out_and_bring_them_back() {
         names.insert(hello(lb.addr, "hc.test", &client).await.unwrap().backend);
     }
     assert!(names.contains("b0-again"), "{names:?}");
+    let m = lb.metrics().await;
+    let changes = |state| {
+        let labels = [("backend", dead_label.as_str()), ("state", state)];
+        m.value("tlsedge_backend_state_changes_total", &labels)
+    };
+    assert_eq!(
+        (changes("down"), changes("up")),
+        (1.0, 1.0),
+        "one fall, one rise"
+    );
     drop((second, revived));
 }
 

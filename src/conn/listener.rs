@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{ConnInfo, ListenerInfo, Shutdown};
+use crate::metrics::events;
 use crate::runtime::Runtime;
 
 /// The longest pause after repeated accept failures (e.g. out of file descriptors).
@@ -60,7 +61,7 @@ pub(crate) async fn accept_loop(
             // The client gave up before we accepted: nothing to back off from.
             Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
-                rt.metrics.accept_failed(local, &e);
+                events::accept_failed(&rt.metrics, local, &e);
                 tokio::select! {
                     () = life.stop_accepting.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}

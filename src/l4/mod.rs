@@ -19,7 +19,7 @@ use crate::config::model::ProxyProtocol;
 use crate::conn::Endpoints;
 use crate::conn::accept::{ALERT_TIMEOUT, Negotiated};
 use crate::metrics::Outcome;
-use crate::metrics::events::Closed;
+use crate::metrics::events::{self, Closed};
 use crate::runtime::Runtime;
 use crate::snapshot::{Host, Snapshot};
 use crate::upstream::connect::{self as backend, BackendError};
@@ -87,7 +87,7 @@ where
                 Ok(mut secure) => relay::relay(&mut *tls, &mut *secure, idle, abort).await,
                 Err(e) => {
                     let label = &host.backend_labels[index];
-                    rt.metrics.backend_tls_failed(&host.label, label, &e);
+                    events::backend_tls_failed(&rt.metrics, &host.label, label, &e);
                     return close_client(&mut tls, Outcome::BackendTlsError, Some(e)).await;
                 }
             }

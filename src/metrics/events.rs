@@ -13,7 +13,12 @@ use std::time::Duration;
 
 use metrics::counter;
 
-use super::names::{HANDSHAKE_FAILURES, PROXY_PROTOCOL_ERRORS};
+use std::net::SocketAddr;
+
+use super::names::{
+    ACCEPT_ERRORS, BACKEND_CONNECT_ERRORS, BACKEND_STATE_CHANGES, BACKEND_TLS_ERRORS,
+    HANDSHAKE_FAILURES, HEALTH_CHECK_FAILURES, PROXY_PROTOCOL_ERRORS, RESOLVE_ERRORS,
+};
 use super::{HandshakeFailure, Metrics, Outcome};
 use crate::conn::accept::{Negotiated, Refusal};
 use crate::conn::proxy_protocol::ProxyError;
@@ -121,6 +126,67 @@ pub fn cut_at_drain_deadline(m: &Metrics) {
         "connection closed"
     );
     m.with(|| counter!(HANDSHAKE_FAILURES, "reason" => reason).increment(1));
+}
+
+// Backend and listener events.
+
+/// A connect to a backend failed.
+pub fn backend_connect_failed(m: &Metrics, host: &str, backend: &str, error: &std::io::Error) {
+    tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend connect failed");
+    count_backend(m, BACKEND_CONNECT_ERRORS, host, backend);
+}
+
+/// The TLS handshake with a backend failed (bad certificate, wrong name, not TLS, ...).
+pub fn backend_tls_failed(m: &Metrics, host: &str, backend: &str, error: &std::io::Error) {
+    tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend TLS handshake failed");
+    count_backend(m, BACKEND_TLS_ERRORS, host, backend);
+}
+
+/// A backend's DNS name failed to resolve; its last good addresses stay in use.
+pub fn resolve_failed(m: &Metrics, host: &str, backend: &str, error: &std::io::Error) {
+    tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend name lookup failed");
+    count_backend(m, RESOLVE_ERRORS, host, backend);
+}
+
+/// An active health probe of a backend failed (the transition, if any, is logged by
+/// [`backend_changed`]).
+pub fn health_check_failed(m: &Metrics, host: &str, backend: &str, error: &std::io::Error) {
+    tracing::debug!(tls.host = host, backend.addr = backend, error = %error, "health probe failed");
+    count_backend(m, HEALTH_CHECK_FAILURES, host, backend);
+}
+
+/// Counts one event of a backend-labelled counter.
+fn count_backend(m: &Metrics, metric: &'static str, host: &str, backend: &str) {
+    m.with(|| {
+        counter!(metric, "host" => host.to_owned(), "backend" => backend.to_owned()).increment(1);
+    });
+}
+
+/// A backend became usable again, or was marked down (its cooldown, or failed health checks).
+/// Counted per direction; its `tlsedge_backend_up` gauge is rendered from the live state at
+/// scrape time.
+pub fn backend_changed(m: &Metrics, host: &str, backend: &str, up: bool) {
+    let state = if up { "up" } else { "down" };
+    m.with(|| {
+        counter!(BACKEND_STATE_CHANGES, "host" => host.to_owned(),
+            "backend" => backend.to_owned(), "state" => state)
+        .increment(1);
+    });
+    if up {
+        tracing::info!(tls.host = host, backend.addr = backend, "backend up");
+    } else {
+        tracing::warn!(
+            tls.host = host,
+            backend.addr = backend,
+            "backend marked down"
+        );
+    }
+}
+
+/// An accept() call failed (e.g. EMFILE); the listener backs off.
+pub fn accept_failed(m: &Metrics, listener: SocketAddr, error: &std::io::Error) {
+    tracing::warn!(listener.addr = %listener, error = %error, "accept failed, backing off");
+    m.with(|| counter!(ACCEPT_ERRORS).increment(1));
 }
 
 fn millis(d: Duration) -> u64 {

@@ -13,7 +13,6 @@ pub mod host;
 pub mod names;
 pub(crate) mod state;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use metrics::{Gauge, counter, gauge};
@@ -193,59 +192,6 @@ impl Metrics {
     pub fn connection_opened(self: &Arc<Self>) -> OpenConnection {
         self.active.increment(1.0);
         OpenConnection(Arc::clone(self))
-    }
-
-    /// A connect to a backend failed.
-    pub fn backend_connect_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
-        tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend connect failed");
-        self.count_backend(BACKEND_CONNECT_ERRORS, host, backend);
-    }
-
-    /// The TLS handshake with a backend failed (bad certificate, wrong name, not TLS, ...).
-    pub fn backend_tls_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
-        tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend TLS handshake failed");
-        self.count_backend(BACKEND_TLS_ERRORS, host, backend);
-    }
-
-    /// A backend's DNS name failed to resolve; its last good addresses stay in use.
-    pub fn resolve_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
-        tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend name lookup failed");
-        self.count_backend(RESOLVE_ERRORS, host, backend);
-    }
-
-    /// An active health probe of a backend failed (the transition, if any, is logged by
-    /// [`backend_changed`](Self::backend_changed)).
-    pub fn health_check_failed(&self, host: &str, backend: &str, error: &std::io::Error) {
-        tracing::debug!(tls.host = host, backend.addr = backend, error = %error, "health probe failed");
-        self.count_backend(HEALTH_CHECK_FAILURES, host, backend);
-    }
-
-    /// Counts one event of a backend-labelled counter.
-    fn count_backend(&self, metric: &'static str, host: &str, backend: &str) {
-        self.with(|| {
-            counter!(metric, "host" => host.to_owned(), "backend" => backend.to_owned())
-                .increment(1);
-        });
-    }
-
-    /// A backend became usable again, or was marked down for its cooldown. (Its gauge is
-    /// rendered from the live state at scrape time.)
-    pub fn backend_changed(&self, host: &str, backend: &str, up: bool) {
-        if up {
-            tracing::info!(tls.host = host, backend.addr = backend, "backend up");
-        } else {
-            tracing::warn!(
-                tls.host = host,
-                backend.addr = backend,
-                "backend marked down"
-            );
-        }
-    }
-
-    /// An accept() call failed (e.g. EMFILE); the listener backs off.
-    pub fn accept_failed(&self, listener: SocketAddr, error: &std::io::Error) {
-        tracing::warn!(listener.addr = %listener, error = %error, "accept failed, backing off");
-        self.with(|| counter!(ACCEPT_ERRORS).increment(1));
     }
 
     /// A configuration load finished with `result` ("applied", "partial", "rejected").

@@ -25,6 +25,8 @@ pub const BACKEND_TLS_ERRORS: &str = "tlsedge_backend_tls_errors_total";
 pub const RESOLVE_ERRORS: &str = "tlsedge_backend_resolve_errors_total";
 /// Failed active health probes `{host, backend}`.
 pub const HEALTH_CHECK_FAILURES: &str = "tlsedge_health_check_failures_total";
+/// Backend transitions `{host, backend, state}` (`up`, `down`).
+pub const BACKEND_STATE_CHANGES: &str = "tlsedge_backend_state_changes_total";
 /// 1 when a backend is usable, 0 while in cooldown after a failure `{host, backend}`.
 pub const BACKEND_UP: &str = "tlsedge_backend_up";
 /// Plaintext bytes relayed `{host, direction}`.
@@ -81,6 +83,10 @@ pub(crate) fn describe_all() {
     describe_gauge!(
         BACKEND_UP,
         "1 if the backend is usable, 0 while it cools down after a failure or fails its health checks."
+    );
+    describe_counter!(
+        BACKEND_STATE_CHANGES,
+        "Backends marked down (cooldown after a failure, failed health checks) or up again."
     );
     describe_counter!(BYTES, Unit::Bytes, "Plaintext bytes relayed.");
     describe_counter!(CONFIG_RELOADS, "Configuration loads by result.");

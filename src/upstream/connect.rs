@@ -9,6 +9,7 @@ use tokio::time::timeout;
 
 use super::pool::PickContext;
 use super::state::ActiveGuard;
+use crate::metrics::events;
 use crate::runtime::Runtime;
 use crate::snapshot::{Host, Snapshot};
 
@@ -54,14 +55,14 @@ pub(crate) async fn connect(
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 if backend.state.mark_ok() {
-                    rt.metrics.backend_changed(&host.label, label, true);
+                    events::backend_changed(&rt.metrics, &host.label, label, true);
                 }
                 return Ok((stream, index, backend.state.track()));
             }
             Err(e) => {
-                rt.metrics.backend_connect_failed(&host.label, label, &e);
+                events::backend_connect_failed(&rt.metrics, &host.label, label, &e);
                 if backend.state.mark_failed(rt.now_ms(), cooldown_ms) {
-                    rt.metrics.backend_changed(&host.label, label, false);
+                    events::backend_changed(&rt.metrics, &host.label, label, false);
                 }
             }
         }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::addr::BackendAddr;
+use crate::metrics::events;
 use crate::runtime::Runtime;
 
 /// A backend DNS name and port.
@@ -119,7 +120,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, every: Duration) {
                             tracing::info!(tls.host = &*host.label, backend.addr = &**label, resolved = ?addrs, "backend name resolved to new addresses");
                         }
                     }
-                    Err(e) => rt.metrics.resolve_failed(&host.label, label, e),
+                    Err(e) => events::resolve_failed(&rt.metrics, &host.label, label, e),
                 }
             }
         }

@@ -15,6 +15,7 @@ use tokio::time::{Instant, timeout};
 
 use super::connect::connect_any;
 use super::state::Transition;
+use crate::metrics::events;
 use crate::runtime::Runtime;
 use crate::snapshot::Host;
 
@@ -71,11 +72,11 @@ async fn probe_host(rt: Arc<Runtime>, host: Arc<Host>) {
             .state
             .probed(result.is_ok(), settings.fall, settings.rise);
         if let Err(e) = &result {
-            rt.metrics.health_check_failed(&host.label, label, e);
+            events::health_check_failed(&rt.metrics, &host.label, label, e);
         }
         if transition != Transition::None {
             let up = transition == Transition::Up;
-            rt.metrics.backend_changed(&host.label, label, up);
+            events::backend_changed(&rt.metrics, &host.label, label, up);
         }
     }
 }
