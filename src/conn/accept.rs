@@ -6,6 +6,7 @@
 //! detail for the log line, and the alert to send, if any.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,28 @@ pub struct Negotiated {
     pub took: Duration,
 }
 
+/// The TLS stages in order: ClientHello, route, handshake. The span's `tls.sni` and `tls.host`
+/// are recorded as they become known.
+pub async fn tls<IO>(
+    snapshot: &Snapshot,
+    io: IO,
+    client: IpAddr,
+    started: Instant,
+    deadline: Instant,
+) -> Result<(Arc<Host>, Box<TlsStream<IO>>, Negotiated), Refusal>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut hello = client_hello(io, deadline).await?;
+    if let Some(sni) = hello.client_hello().server_name() {
+        tracing::Span::current().record("tls.sni", sni);
+    }
+    let host = route(snapshot, &mut hello, client).await?;
+    tracing::Span::current().record("tls.host", &*host.label);
+    let (tls, negotiated) = handshake(hello, &host, started, deadline).await?;
+    Ok((host, tls, negotiated))
+}
+
 /// Reads the ClientHello.
 pub async fn client_hello<IO>(io: IO, deadline: Instant) -> Result<StartHandshake<IO>, Refusal>
 where
@@ -78,7 +101,7 @@ where
 pub async fn route<IO>(
     snapshot: &Snapshot,
     hello: &mut StartHandshake<IO>,
-    client: std::net::IpAddr,
+    client: IpAddr,
 ) -> Result<Arc<Host>, Refusal>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
