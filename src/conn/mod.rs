@@ -144,7 +144,8 @@ async fn pipeline<IO>(
         Err(refusal) => return events::refused(&rt.metrics, &refusal),
     };
     events::handshake_done(&rt.metrics, &host, &negotiated);
-    dispatch(rt, snapshot, &host, tls, ends, &negotiated, shutdown).await;
+    let end = dispatch(rt, snapshot, &host, tls, ends, &negotiated, shutdown).await;
+    events::closed(&rt.metrics, &host, &negotiated, &end, started.elapsed());
 }
 
 /// The last stage: hand the decrypted connection to the host's mode.
@@ -156,10 +157,11 @@ async fn dispatch<IO>(
     ends: Endpoints,
     negotiated: &accept::Negotiated,
     shutdown: &Shutdown,
-) where
+) -> events::Closed
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let end = match host.mode {
+    match host.mode {
         Mode::Tcp => {
             let session = crate::l4::Session {
                 host,
@@ -168,8 +170,7 @@ async fn dispatch<IO>(
             };
             crate::l4::serve(rt, snapshot, tls, &session, &shutdown.abort).await
         }
-    };
-    events::closed(&rt.metrics, host, negotiated, &end);
+    }
 }
 
 #[cfg(test)]

@@ -245,6 +245,6 @@ async fn a_connection_task_stays_small() {
     let task = serve(Arc::clone(&fx.rt), tcp, info, Shutdown::default());
     let size = size_of_val(&task);
     eprintln!("serve<TcpStream> future: {size} bytes");
-    // 1,512 bytes when written; the bound catches a stage left unboxed or a doubled future.
+    // 1,424 bytes when written; the bound catches a stage left unboxed or a doubled future.
     assert!(size <= 2048, "the connection task grew to {size} bytes");
 }

@@ -11,7 +11,7 @@ pub mod relay;
 use std::error::Error;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +47,6 @@ pub async fn serve<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let started = Instant::now();
     let host = session.host;
     let header = match host.proxy_protocol {
         None => None,
@@ -70,7 +69,7 @@ where
     if let Some(header) = header
         && let Err(e) = upstream.write_all(&header).await
     {
-        return Closed::new(Outcome::BackendError, Some(e));
+        return close_client(&mut tls, Outcome::BackendError, Some(e)).await;
     }
     let idle = snapshot.timeouts.idle;
     let relayed = match &host.upstream_tls {
@@ -93,7 +92,7 @@ where
             }
         }
     };
-    relay_end(relayed, started)
+    relay_end(relayed)
 }
 
 /// Closes the client cleanly (close_notify, best effort) after a failure on our side.
@@ -106,7 +105,7 @@ where
     Closed::new(outcome, error)
 }
 
-fn relay_end(relayed: RelayOutcome, started: Instant) -> Closed {
+fn relay_end(relayed: RelayOutcome) -> Closed {
     let (outcome, error) = match relayed.end {
         RelayEnd::Done => (Outcome::Ok, None),
         RelayEnd::IdleTimeout => (Outcome::IdleTimeout, None),
@@ -117,7 +116,6 @@ fn relay_end(relayed: RelayOutcome, started: Instant) -> Closed {
     Closed {
         bytes_in: relayed.client_to_backend,
         bytes_out: relayed.backend_to_client,
-        relayed_for: started.elapsed(),
         ..Closed::new(outcome, error)
     }
 }

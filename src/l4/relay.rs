@@ -134,6 +134,10 @@ where
 }
 
 /// Relays until both directions are closed, an error, `idle` without traffic, or `abort`.
+///
+/// `abort` is checked each time the relay is polled, not waited on: the caller must be woken
+/// when it is cancelled (the connection task selects on it), which spares every wake-up of
+/// every connection a second poll of the shared token's waiter list.
 pub async fn relay<C, B>(
     client: &mut C,
     backend: &mut B,
@@ -151,12 +155,13 @@ where
         idle,
         timer: Box::pin(sleep(idle)),
     };
-    // The state lives outside the select, so a relay cut by `abort` still reports its counts.
-    let end = tokio::select! {
-        biased;
-        end = poll_fn(|cx| state.poll(cx, client, backend)) => end,
-        () = abort.cancelled() => RelayEnd::Aborted,
-    };
+    let end = poll_fn(|cx| {
+        if abort.is_cancelled() {
+            return Poll::Ready(RelayEnd::Aborted);
+        }
+        state.poll(cx, client, backend)
+    })
+    .await;
     if let Some(buffer) = state.down.buffer.take() {
         give_buffer(buffer);
     }
@@ -416,10 +421,15 @@ mod tests {
             backend_far.read_exact(&mut got).await.unwrap();
             abort.cancel();
         };
-        let (outcome, ()) = tokio::join!(
-            relay(&mut client, &mut backend, Duration::from_secs(60), &abort),
-            cut
-        );
+        // As in the connection task: whoever runs the relay is woken by the abort.
+        let relayed = async {
+            tokio::select! {
+                biased;
+                outcome = relay(&mut client, &mut backend, Duration::from_secs(60), &abort) => outcome,
+                () = abort.cancelled() => unreachable!("the relay is polled first"),
+            }
+        };
+        let (outcome, ()) = tokio::join!(relayed, cut);
         assert!(
             matches!(outcome.end, RelayEnd::Aborted),
             "{:?}",

@@ -33,8 +33,6 @@ pub struct Closed {
     pub bytes_in: u64,
     /// Bytes from the backend to the client.
     pub bytes_out: u64,
-    /// From the handshake's end to the close.
-    pub relayed_for: Duration,
     /// What failed, if anything.
     pub error: Option<Box<dyn Error + Send + Sync>>,
 }
@@ -46,7 +44,6 @@ impl Closed {
             outcome,
             bytes_in: 0,
             bytes_out: 0,
-            relayed_for: Duration::ZERO,
             error: error.map(|e| Box::new(e) as _),
         }
     }
@@ -59,8 +56,9 @@ pub fn handshake_done(m: &Metrics, host: &Host, negotiated: &Negotiated) {
     host.metrics.routed(m);
 }
 
-/// A connection that reached a host ended: the access log line.
-pub fn closed(m: &Metrics, host: &Host, negotiated: &Negotiated, end: &Closed) {
+/// A connection that reached a host ended, `open_for` after it was accepted: the access log
+/// line.
+pub fn closed(m: &Metrics, host: &Host, negotiated: &Negotiated, end: &Closed, open_for: Duration) {
     host.metrics
         .closed(m, end.outcome, end.bytes_in, end.bytes_out);
     let hs = &negotiated.handshake;
@@ -72,7 +70,7 @@ pub fn closed(m: &Metrics, host: &Host, negotiated: &Negotiated, end: &Closed) {
         tls.alpn = negotiated.alpn.as_deref(),
         tls.client_subject = negotiated.client_subject.as_deref(),
         handshake_ms = millis(negotiated.took),
-        duration_ms = millis(negotiated.took + end.relayed_for),
+        duration_ms = millis(open_for),
         bytes.client_to_backend = end.bytes_in,
         bytes.backend_to_client = end.bytes_out,
         error = end.error.as_ref().map(tracing::field::display),
