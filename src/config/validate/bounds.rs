@@ -18,8 +18,9 @@ pub const MAX_CONNECTIONS: usize = 1_000_000;
 pub const MAX_PER_CLIENT_IP: u32 = 1_000_000;
 /// `limits.backend_attempts`.
 pub const MAX_BACKEND_ATTEMPTS: usize = 100;
-/// `sessions.cache_size` (the cache is allocated at start for this many entries).
-pub const MAX_CACHE_SIZE: usize = 10_000_000;
+/// `sessions.cache_size`: rustls sizes the cache for this many entries at start (ten million
+/// would reserve about a gigabyte).
+pub const MAX_CACHE_SIZE: usize = 1_000_000;
 /// `health_check.fall` and `health_check.rise`.
 pub const MAX_HEALTH_COUNT: u32 = 100;
 

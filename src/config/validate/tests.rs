@@ -53,7 +53,7 @@ fn defaults_and_the_largest_values_pass() {
                    backend_cooldown: 1d }\n\
                    limits: { max_connections: 1000000, backend_attempts: 100, \
                    per_client_ip: 1000000 }\n\
-                   sessions: { cache_size: 10000000, ticket_rotate_every: 7d, \
+                   sessions: { cache_size: 1000000, ticket_rotate_every: 7d, \
                    ticket_lifetime: 24h }\n\
                    reload: { debounce: 1d, max_delay: 1d, recheck_every: 1d, dns_refresh: 1d }\n";
     assert_eq!(places(largest), Vec::<String>::new());
