@@ -420,8 +420,9 @@ async fn reload(lb: &Lb) {
     .await;
 }
 
-#[tokio::test]
-async fn backend_tls_sessions_resume_across_reloads_until_the_ca_changes() {
+/// `re.test` re-encrypting to a TLS backend whose certificate an internal CA signed (its file:
+/// `internal-ca.pem`); reloads only by trigger.
+async fn re_encrypting() -> (Site, Site, ResumptionBackend, Lb) {
     let site = Site::new();
     let internal = Site::new();
     site.write("internal-ca.pem", &internal.ca.cert_pem());
@@ -436,8 +437,14 @@ async fn backend_tls_sessions_resume_across_reloads_until_the_ca_changes() {
         "reload: {{ watch: false }}\nhosts:\n{}",
         host(&["re.test"], &["re"], &[backend.addr], tls)
     );
-    let config = site.config(&body);
-    let lb = Lb::start(&config).await;
+    let lb = Lb::start(&site.config(&body)).await;
+    (site, internal, backend, lb)
+}
+
+#[tokio::test]
+async fn backend_tls_sessions_resume_across_reloads_until_the_ca_changes() {
+    let (site, internal, backend, lb) = re_encrypting().await;
+    let config = site.path("tlsedge.yaml");
     let client = ClientOpts::default().build(&site.ca);
     assert_eq!(
         hello(lb.addr, "re.test", &client).await.unwrap().backend,
@@ -480,21 +487,7 @@ async fn backend_tls_sessions_resume_across_reloads_until_the_ca_changes() {
 
 #[tokio::test]
 async fn a_host_whose_backend_ca_breaks_keeps_re_encrypting() {
-    let site = Site::new();
-    let internal = Site::new();
-    site.write("internal-ca.pem", &internal.ca.cert_pem());
-    let issued = internal
-        .ca
-        .issue(&["app.internal"], tlsedge::pki::KeyKind::Ecdsa)
-        .unwrap();
-    let backend = ResumptionBackend::start("secure", &issued).await;
-    ecdsa(&site, "re", &["re.test"]);
-    let tls = "    backend_tls: { ca: internal-ca.pem, server_name: app.internal }\n";
-    let body = format!(
-        "reload: {{ watch: false }}\nhosts:\n{}",
-        host(&["re.test"], &["re"], &[backend.addr], tls)
-    );
-    let lb = Lb::start(&site.config(&body)).await;
+    let (site, _internal, backend, lb) = re_encrypting().await;
     let client = ClientOpts::default().build(&site.ca);
     assert_eq!(
         hello(lb.addr, "re.test", &client).await.unwrap().backend,
