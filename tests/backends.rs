@@ -266,8 +266,8 @@ async fn backends_can_be_dns_names() {
     assert_eq!(m.value("tlsedge_backend_resolve_errors_total", &[]), 0.0);
 }
 
-/// A TLS backend presenting `issued` for its name.
-async fn tls_backend(name: &str, issued: &tlsedge::pki::Issued) -> Backend {
+/// A TLS server configuration presenting `issued`.
+fn server_config(issued: &tlsedge::pki::Issued) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
     let chain = vec![CertificateDer::from(issued.cert_der.clone())];
@@ -275,7 +275,12 @@ async fn tls_backend(name: &str, issued: &tlsedge::pki::Issued) -> Backend {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    Backend::start_tls(name, Arc::new(config)).await
+    Arc::new(config)
+}
+
+/// A TLS backend presenting `issued` for its name.
+async fn tls_backend(name: &str, issued: &tlsedge::pki::Issued) -> Backend {
+    Backend::start_tls(name, server_config(issued)).await
 }
 
 #[tokio::test]
@@ -350,14 +355,7 @@ struct ResumptionBackend {
 
 impl ResumptionBackend {
     async fn start(name: &str, issued: &tlsedge::pki::Issued) -> Self {
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-        let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
-        let chain = vec![CertificateDer::from(issued.cert_der.clone())];
-        let config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(issued));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let resumed = Arc::new(Mutex::new(Vec::new()));
