@@ -25,6 +25,7 @@ mod admin;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod http;
 pub mod l4;
 pub mod metrics;
 pub mod pki;

@@ -14,8 +14,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ProxyInput;
 use crate::config::{self, LoadError};
-use crate::conn::ListenerInfo;
 use crate::conn::listener::{Lifecycle, accept_loop};
+use crate::conn::{ListenerInfo, ListenerKind};
 use crate::metrics::Metrics;
 use crate::reload::{ReloadTrigger, Reloader, watch};
 use crate::runtime::Runtime;
@@ -49,6 +49,8 @@ pub struct Server {
     runtime: Arc<Runtime>,
     /// Bound sockets, each with its connections' settings.
     listeners: Vec<(TcpListener, Option<ProxyInput>)>,
+    /// Bound plain-HTTP redirect sockets.
+    http_listeners: Vec<TcpListener>,
     admin: Option<TcpListener>,
     config_path: PathBuf,
     reloader: Arc<Reloader>,
@@ -78,6 +80,10 @@ impl Server {
             let socket = bind(listener.addr).await?;
             listeners.push((socket, listener.proxy_protocol.clone()));
         }
+        let mut http_listeners = Vec::with_capacity(config.start.http_listeners.len());
+        for addr in &config.start.http_listeners {
+            http_listeners.push(bind(*addr).await?);
+        }
         let admin = match config.start.admin {
             Some(addr) => Some(bind(addr).await?),
             None => None,
@@ -98,6 +104,7 @@ impl Server {
         Ok(Self {
             runtime,
             listeners,
+            http_listeners,
             admin,
             config_path,
             reloader,
@@ -111,6 +118,14 @@ impl Server {
         self.listeners
             .iter()
             .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound plain-HTTP (redirect) listener addresses, in configuration order.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
             .collect()
     }
 
@@ -146,6 +161,25 @@ impl Server {
             tasks: TaskTracker::new(),
         };
         let admin_stop = CancellationToken::new();
+        // Redirects point at the first TLS listener's port (443 is left out of the URL).
+        let https_port = self
+            .listeners
+            .first()
+            .and_then(|(l, _)| l.local_addr().ok())
+            .map_or(443, |a| a.port());
+        for listener in self.http_listeners {
+            let Ok(addr) = listener.local_addr() else {
+                continue;
+            };
+            tracing::info!(listener.addr = %addr, "redirecting plain HTTP to https");
+            let info = Arc::new(ListenerInfo {
+                addr,
+                proxy_protocol: None,
+                kind: ListenerKind::Redirect { https_port },
+            });
+            let (rt, limit) = (Arc::clone(&rt), Arc::clone(&limit));
+            tokio::spawn(accept_loop(listener, info, rt, limit, life.clone()));
+        }
         for (listener, proxy_protocol) in self.listeners {
             let Ok(addr) = listener.local_addr() else {
                 continue;
@@ -154,6 +188,7 @@ impl Server {
             let info = Arc::new(ListenerInfo {
                 addr,
                 proxy_protocol,
+                kind: ListenerKind::Tls,
             });
             tokio::spawn(accept_loop(
                 listener,

@@ -19,21 +19,26 @@ use ipnet::IpNet;
 use rustls::ServerConfig;
 
 use crate::config::model::ProxyProtocol;
+use crate::config::validate::BackendConfig;
 use crate::config::validate::HealthCheck;
 use crate::config::{Config, HostConfig, Timeouts};
+use crate::http::{HttpHost, Route};
 use crate::metrics::host::HostMetrics;
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::NameIndex;
 use crate::tls::{BuildError, TlsShared};
 use crate::upstream::dns::{self, Answers};
 use crate::upstream::tls::UpstreamTls;
-use crate::upstream::{Backend, BackendAddr, BackendState, Pool};
+use crate::upstream::{Backend, BackendAddr, BackendState, Policy, Pool};
 
 /// What a host does with a decrypted connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Mode {
     /// Relay the byte stream to a backend (layer 4).
     Tcp,
+    /// Serve HTTP/1.1 and HTTP/2 and proxy each request; the host's own pool is the default
+    /// route.
+    Http(Arc<HttpHost>),
 }
 
 /// One host as served.
@@ -73,6 +78,29 @@ impl Host {
     pub fn allows(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Every backend of the host with its metric label, each once: the host's own, then each
+    /// route's (a backend listed twice shares one live state).
+    pub fn all_backends(&self) -> Vec<(&Backend, &Arc<str>)> {
+        let routes = match &self.mode {
+            Mode::Tcp => &[][..],
+            Mode::Http(http) => &http.routes[..],
+        };
+        let own = self.pool.backends().iter().zip(&self.backend_labels);
+        let listed = routes
+            .iter()
+            .flat_map(|r| r.pool.backends().iter().zip(&r.backend_labels));
+        let mut all: Vec<(&Backend, &Arc<str>)> = Vec::new();
+        for (backend, label) in own.chain(listed) {
+            if !all
+                .iter()
+                .any(|(b, _)| Arc::ptr_eq(&b.state, &backend.state))
+            {
+                all.push((backend, label));
+            }
+        }
+        all
     }
 
     /// The log value of a negotiated ALPN protocol (always one of the host's own).
@@ -182,7 +210,8 @@ impl Snapshot {
         let mut names = Vec::new();
         for host in &config.hosts {
             let old = old_states(old_hosts.get(host.label.as_str()).copied());
-            for backend in &host.backends {
+            let routes = host.http.iter().flat_map(|h| &h.routes);
+            for backend in host.backends.iter().chain(routes.flat_map(|r| &r.backends)) {
                 if let BackendAddr::Name { host, port } = &backend.addr
                     && !old.contains_key(&backend.addr)
                 {
@@ -213,10 +242,9 @@ fn old_hosts(previous: Option<&Snapshot>) -> HashMap<&str, &Host> {
 /// The live state of `old`'s backends by address: what a host that keeps a backend carries over.
 fn old_states(old: Option<&Host>) -> HashMap<&BackendAddr, &Arc<BackendState>> {
     old.map(|o| {
-        o.pool
-            .backends()
-            .iter()
-            .map(|b| (&b.addr, &b.state))
+        o.all_backends()
+            .into_iter()
+            .map(|(b, _)| (&b.addr, &b.state))
             .collect()
     })
     .unwrap_or_default()
@@ -249,34 +277,46 @@ fn build_host(
         ),
         (None, None) => return Err(SkipReason::NoUsableCertificate),
     };
-    let old_states = old_states(old);
-    let backends = host
-        .backends
-        .iter()
-        .map(|b| {
-            let state = old_states
-                .get(&b.addr)
-                .map_or_else(|| Arc::new(new_state(&b.addr, answers)), |s| Arc::clone(s));
-            Backend::new(b.addr.clone(), b.weight, state)
-        })
-        .collect::<Vec<_>>();
-    let backend_labels = backends
-        .iter()
-        .map(|b| Arc::from(b.addr.to_string()))
+    let mut states = old_states(old)
+        .into_iter()
+        .map(|(addr, state)| (addr.clone(), Arc::clone(state)))
         .collect();
+    let (own_pool, backend_labels) = pool(&host.backends, host.balance, &mut states, answers);
+    let mode = match &host.http {
+        None => Mode::Tcp,
+        Some(http) => {
+            let routes = http
+                .routes
+                .iter()
+                .map(|route| {
+                    let (pool, labels) = pool(&route.backends, route.balance, &mut states, answers);
+                    Route::new(&route.prefix, pool, labels)
+                })
+                .collect();
+            Mode::Http(Arc::new(HttpHost::new(
+                Arc::clone(http),
+                routes,
+                host.backends.len(),
+            )))
+        }
+    };
+    let alpn_to_backends = match &host.http {
+        None => Vec::new(),
+        Some(http) => crate::http::backend_alpn(http.backend_protocol),
+    };
     Ok(Host {
         label: Arc::from(host.label.as_str()),
-        mode: Mode::Tcp,
+        mode,
         metrics: HostMetrics::new(&host.label),
         alpn,
         tls: server_config,
-        pool: Pool::new(backends, host.balance),
+        pool: own_pool,
         backend_labels,
         proxy_protocol: host.proxy_protocol,
         certs,
         stale,
-        health_check: host.health_check,
-        upstream_tls: upstream_tls(host, tls, old, stale)?,
+        health_check: host.health_check.clone(),
+        upstream_tls: upstream_tls(host, tls, old, stale, &alpn_to_backends)?,
         allow: host.allow.clone(),
     })
 }
@@ -288,15 +328,43 @@ fn upstream_tls(
     tls: &TlsShared,
     old: Option<&Host>,
     stale: bool,
+    alpn: &[&[u8]],
 ) -> Result<Option<UpstreamTls>, BuildError> {
     let previous = old.and_then(|o| o.upstream_tls.as_ref());
     match &host.backend_tls {
-        Some(settings) => UpstreamTls::carry_over(previous, &tls.provider, settings).map(Some),
+        Some(settings) => {
+            UpstreamTls::carry_over(previous, &tls.provider, settings, alpn).map(Some)
+        }
         // A stale host's files failed, and a backend CA that failed leaves no settings: keep
         // re-encrypting as before rather than fall back to plaintext.
         None if stale => Ok(previous.cloned()),
         None => Ok(None),
     }
+}
+
+/// A pool of `backends` with their metric labels. A backend keeps the live state it has in
+/// `states` (from the previous snapshot, or from an earlier route of this host listing it
+/// too); a new one starts from the DNS `answers`.
+fn pool(
+    backends: &[BackendConfig],
+    policy: Policy,
+    states: &mut HashMap<BackendAddr, Arc<BackendState>>,
+    answers: &Answers,
+) -> (Pool, Vec<Arc<str>>) {
+    let backends: Vec<Backend> = backends
+        .iter()
+        .map(|b| {
+            let state = states
+                .entry(b.addr.clone())
+                .or_insert_with(|| Arc::new(new_state(&b.addr, answers)));
+            Backend::new(b.addr.clone(), b.weight, Arc::clone(state))
+        })
+        .collect();
+    let labels = backends
+        .iter()
+        .map(|b| Arc::from(b.addr.to_string()))
+        .collect();
+    (Pool::new(backends, policy), labels)
 }
 
 /// State for a new backend. A DNS name starts with the addresses the caller looked up, so the

@@ -35,6 +35,9 @@ pub struct RawConfig {
     /// A configured host name that serves clients sending no SNI or an unknown one.
     #[serde(default)]
     pub default_host: Option<String>,
+    /// Plain HTTP listeners (`0.0.0.0:80`): every configured name is redirected to https.
+    #[serde(default)]
+    pub http_listeners: Vec<String>,
     /// The hosts (virtual servers) this proxy terminates TLS for.
     pub hosts: Vec<RawHost>,
 }
@@ -248,11 +251,17 @@ pub struct RawHost {
     pub names: Vec<String>,
     /// One or more certificate chain + private key pairs (e.g. one ECDSA and one RSA).
     pub certs: Vec<RawCert>,
-    /// Where decrypted connections go.
+    /// Where decrypted connections go (in `http` mode: requests no route claims).
     pub backends: Vec<RawBackend>,
     /// Backend selection policy.
     #[serde(default)]
     pub balance: BalancePolicy,
+    /// What is done with a decrypted connection: relay its bytes, or serve it as HTTP.
+    #[serde(default)]
+    pub mode: HostMode,
+    /// HTTP settings, for `mode: http`.
+    #[serde(default)]
+    pub http: Option<RawHttp>,
     /// ALPN protocols offered, in preference order, e.g. `[h2, http/1.1]`.
     #[serde(default)]
     pub alpn: Vec<String>,
@@ -291,10 +300,13 @@ pub struct RawBackendTls {
     pub server_name: Option<String>,
 }
 
-/// Active health check settings: every `interval`, each backend gets a TCP connect probe.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// Active health check settings: every `interval`, each backend gets a probe: a TCP connect,
+/// or with `http` an HTTP request whose status must be in `expect`.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHealthCheck {
+    /// Probe with an HTTP GET instead of a TCP connect.
+    pub http: Option<RawHttpProbe>,
     /// Time between probes of one backend.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -310,10 +322,199 @@ pub struct RawHealthCheck {
 impl Default for RawHealthCheck {
     fn default() -> Self {
         Self {
+            http: None,
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(1),
             fall: 2,
             rise: 1,
+        }
+    }
+}
+
+/// An HTTP health probe: `GET path` with `Host: host`, passed when the status is in `expect`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpProbe {
+    /// The path requested.
+    #[serde(default = "default_probe_path")]
+    pub path: String,
+    /// Passing statuses: `"200"`, `"200-399"`.
+    #[serde(default = "default_probe_expect")]
+    pub expect: String,
+    /// The `Host` header sent; default: the host's first name.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+fn default_probe_path() -> String {
+    "/".to_owned()
+}
+
+fn default_probe_expect() -> String {
+    "200-399".to_owned()
+}
+
+/// What a host does with a decrypted connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostMode {
+    /// Relay the byte stream to one backend (layer 4).
+    #[default]
+    Tcp,
+    /// Terminate HTTP/1.1 and HTTP/2 and proxy each request to a backend.
+    Http,
+}
+
+/// The `http:` block of a host in `mode: http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// The protocol spoken to backends.
+    pub backend_protocol: BackendProtocol,
+    /// Path-prefix routes with their own backends; the longest matching prefix wins.
+    pub routes: Vec<RawRoute>,
+    /// Forwarding headers sent to backends.
+    pub forwarded: RawForwarded,
+    /// `Strict-Transport-Security` max-age added to responses; absent: no header.
+    #[serde(with = "humantime_serde")]
+    pub hsts: Option<Duration>,
+    /// The request id header: kept when a request has one, generated when not, logged.
+    pub request_id: RawRequestId,
+    /// Pass the verified client certificate subject (mTLS) to backends in this header; a
+    /// client's own header of that name is always removed.
+    pub client_cert_header: Option<String>,
+    /// Add a `Via` header to requests and responses.
+    pub via: bool,
+    /// Idle pooled backend connections are closed after this; keep it below the backends'
+    /// own keep-alive timeout.
+    #[serde(with = "humantime_serde")]
+    pub backend_idle: Duration,
+    /// Request limits and timeouts.
+    pub limits: RawHttpLimits,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            backend_protocol: BackendProtocol::default(),
+            routes: Vec::new(),
+            forwarded: RawForwarded::default(),
+            hsts: None,
+            request_id: RawRequestId::default(),
+            client_cert_header: None,
+            via: false,
+            backend_idle: Duration::from_secs(4),
+            limits: RawHttpLimits::default(),
+        }
+    }
+}
+
+/// `request_id`: the header's name, or `false` to turn it off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RawRequestId {
+    /// `request_id: false` turns request ids off.
+    Enabled(bool),
+    /// The header's name.
+    Header(String),
+}
+
+impl Default for RawRequestId {
+    fn default() -> Self {
+        Self::Enabled(true)
+    }
+}
+
+/// Protocols tlsedge speaks to HTTP backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (prior knowledge over TCP, ALPN `h2` over `backend_tls`).
+    H2,
+    /// HTTP/2 when the backend's TLS negotiates `h2` by ALPN, else HTTP/1.1.
+    #[default]
+    Auto,
+}
+
+/// One path-prefix route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The prefix, starting with `/`: `/api/` matches `/api/v1` but not `/apiary`.
+    pub path: String,
+    /// The route's backends.
+    pub backends: Vec<RawBackend>,
+    /// The route's backend selection policy.
+    #[serde(default)]
+    pub balance: BalancePolicy,
+}
+
+/// Forwarding headers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForwarded {
+    /// Which headers to set.
+    pub headers: ForwardedHeaders,
+    /// Clients (CIDRs or IPs, e.g. a CDN) whose own forwarding headers are kept and appended to;
+    /// from every other client they are removed.
+    pub trusted: Vec<String>,
+}
+
+/// Which forwarding headers are set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`.
+    #[default]
+    XForwarded,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+    /// Both.
+    Both,
+}
+
+/// Limits and timeouts of an HTTP host.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttpLimits {
+    /// A request's header block must arrive within this (HTTP/1.1).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Most header fields in a request (431 beyond).
+    pub max_headers: usize,
+    /// Largest request header block in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes (413 beyond).
+    pub max_body_bytes: u64,
+    /// A backend must start its response within this (504 beyond).
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// A client connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_max_streams: u32,
+    /// HTTP/2 streams a client may reset before the server accepts them (Rapid Reset); beyond
+    /// it the connection is closed.
+    pub h2_max_pending_resets: usize,
+    /// HTTP/2 streams the server may reset for protocol errors per connection before closing it.
+    pub h2_max_error_resets: usize,
+}
+
+impl Default for RawHttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            max_headers: 100,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 100 * 1024 * 1024,
+            response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            h2_max_streams: 100,
+            h2_max_pending_resets: 20,
+            h2_max_error_resets: 1024,
         }
     }
 }

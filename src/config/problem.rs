@@ -158,6 +158,30 @@ pub enum Issue {
         /// Why.
         reason: String,
     },
+    /// A value that does not parse as what the field holds.
+    #[error("invalid {what} {value:?} (expected {expected})")]
+    Invalid {
+        /// What the field holds.
+        what: &'static str,
+        /// What was written.
+        value: String,
+        /// What a valid value looks like.
+        expected: &'static str,
+    },
+    /// A setting that only means something in another mode.
+    #[error("applies to mode {mode} only")]
+    WrongMode {
+        /// The mode it applies to.
+        mode: &'static str,
+    },
+    /// Two routes of a host with the same prefix.
+    #[error("path {path:?} is already routed by routes[{other}]")]
+    DuplicateRoute {
+        /// The prefix.
+        path: String,
+        /// The index of the route that claimed it first.
+        other: usize,
+    },
     /// A private key file is readable by group or others.
     #[error("private key {path} is readable by group or others (mode {mode:o})")]
     KeyPermissions {

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{ConnInfo, ListenerInfo, Shutdown};
+use super::{ConnInfo, ListenerInfo, ListenerKind, Shutdown};
 use crate::metrics::events;
 use crate::runtime::Runtime;
 
@@ -85,7 +85,12 @@ pub(crate) async fn accept_loop(
         let rt = Arc::clone(&rt);
         let shutdown = shutdown.clone();
         life.tasks.spawn(async move {
-            super::serve(rt, stream, conn, shutdown).await;
+            match conn.listener.kind {
+                ListenerKind::Tls => super::serve(rt, stream, conn, shutdown).await,
+                ListenerKind::Redirect { https_port } => {
+                    crate::http::redirect::serve(rt, stream, https_port, shutdown).await;
+                }
+            }
             drop(permit);
         });
     }

@@ -42,6 +42,20 @@ pub struct ListenerInfo {
     pub addr: SocketAddr,
     /// PROXY protocol input, when a load balancer is in front.
     pub proxy_protocol: Option<ProxyInput>,
+    /// What the listener serves.
+    pub kind: ListenerKind,
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// TLS: the connection pipeline.
+    Tls,
+    /// Plain HTTP answering with redirects to https on `https_port`.
+    Redirect {
+        /// The port the redirects point to.
+        https_port: u16,
+    },
 }
 
 /// What is known about a connection before a byte is read.
@@ -77,7 +91,7 @@ pub struct Shutdown {
 /// Serves one accepted connection to its end.
 pub async fn serve<IO>(rt: Arc<Runtime>, io: IO, info: ConnInfo, shutdown: Shutdown)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let snapshot = rt.snapshot.load_full();
     let span = tracing::info_span!(
@@ -104,12 +118,12 @@ where
 
 async fn pipeline<IO>(
     rt: &Arc<Runtime>,
-    snapshot: &Snapshot,
+    snapshot: &Arc<Snapshot>,
     io: IO,
     info: &ConnInfo,
     shutdown: &Shutdown,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let started = Instant::now();
     // One deadline for everything before the first application byte.
@@ -150,18 +164,28 @@ async fn pipeline<IO>(
 
 /// The last stage: hand the decrypted connection to the host's mode.
 async fn dispatch<IO>(
-    rt: &Runtime,
-    snapshot: &Snapshot,
-    host: &Host,
+    rt: &Arc<Runtime>,
+    snapshot: &Arc<Snapshot>,
+    host: &Arc<Host>,
     tls: Box<tokio_rustls::server::TlsStream<Rewind<IO>>>,
     ends: Endpoints,
     negotiated: &accept::Negotiated,
     shutdown: &Shutdown,
 ) -> events::Closed
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match host.mode {
+    match &host.mode {
+        Mode::Http(http) => {
+            let session = crate::http::Session {
+                host,
+                http,
+                ends,
+                negotiated,
+            };
+            // Boxed: hyper's connection state is large, and only HTTP hosts need it.
+            Box::pin(crate::http::serve(rt, snapshot, tls, &session, shutdown)).await
+        }
         Mode::Tcp => {
             let session = crate::l4::Session {
                 host,

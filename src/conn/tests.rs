@@ -78,6 +78,7 @@ impl Fixture {
             listener: Arc::new(ListenerInfo {
                 addr: "10.0.0.1:443".parse().unwrap(),
                 proxy_protocol: proxy,
+                kind: super::ListenerKind::Tls,
             }),
         };
         let task = tokio::spawn(serve(Arc::clone(&self.rt), server, info, shutdown.clone()));
@@ -240,6 +241,7 @@ async fn a_connection_task_stays_small() {
         listener: Arc::new(ListenerInfo {
             addr: "10.0.0.1:443".parse().unwrap(),
             proxy_protocol: None,
+            kind: super::ListenerKind::Tls,
         }),
     };
     let task = serve(Arc::clone(&fx.rt), tcp, info, Shutdown::default());

@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod host;
+pub mod http;
 pub mod names;
 pub(crate) mod state;
 
@@ -124,6 +125,11 @@ const HANDSHAKE_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Histogram buckets for HTTP request duration, in seconds.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// Counts a connection in `tlsedge_connections_active` while it lives.
 #[derive(Debug)]
 pub struct OpenConnection(Arc<Metrics>);
@@ -141,6 +147,8 @@ pub struct Metrics {
     handle: PrometheusHandle,
     /// `tlsedge_connections_active`, registered once: it moves twice per connection.
     active: Gauge,
+    /// `tlsedge_http_requests_active`, likewise per request.
+    pub(crate) http_active: Gauge,
 }
 
 impl Default for Metrics {
@@ -158,14 +166,22 @@ impl Metrics {
                 HANDSHAKE_BUCKETS,
             )
             .expect("static, non-empty bucket list")
+            .set_buckets_for_metric(
+                Matcher::Full(HTTP_REQUEST_DURATION.to_owned()),
+                REQUEST_BUCKETS,
+            )
+            .expect("static, non-empty bucket list")
             .build_recorder();
         let handle = recorder.handle();
         let active = metrics::with_local_recorder(&recorder, || gauge!(CONNECTIONS_ACTIVE));
         active.set(0.0);
+        let http_active = metrics::with_local_recorder(&recorder, || gauge!(HTTP_REQUESTS_ACTIVE));
+        http_active.set(0.0);
         let metrics = Self {
             recorder,
             handle,
             active,
+            http_active,
         };
         metrics.with(describe_all);
         metrics

@@ -49,6 +49,20 @@ pub const TICKET_REJECTIONS: &str = "tlsedge_ticket_rejections_total";
 pub const TICKET_KEY_AGE: &str = "tlsedge_ticket_key_age_seconds";
 /// Connections refused at their PROXY header `{reason}`.
 pub const PROXY_PROTOCOL_ERRORS: &str = "tlsedge_proxy_protocol_errors_total";
+/// HTTP requests `{host, route, method, code}`.
+pub const HTTP_REQUESTS: &str = "tlsedge_http_requests_total";
+/// HTTP request duration, to the response's last byte `{host, route}`.
+pub const HTTP_REQUEST_DURATION: &str = "tlsedge_http_request_duration_seconds";
+/// HTTP requests in flight.
+pub const HTTP_REQUESTS_ACTIVE: &str = "tlsedge_http_requests_active";
+/// Requests sent to backends by the backend's answer `{host, backend, code}`.
+pub const HTTP_BACKEND_REQUESTS: &str = "tlsedge_http_backend_requests_total";
+/// Requests for a host their connection does not serve (421) `{host}`.
+pub const HTTP_MISDIRECTED: &str = "tlsedge_http_misdirected_total";
+/// HTTP connections ended by a protocol error `{host, reason}`.
+pub const HTTP_PROTOCOL_ERRORS: &str = "tlsedge_http_protocol_errors_total";
+/// Requests on the redirect listeners `{result}`.
+pub const HTTP_REDIRECTS: &str = "tlsedge_http_redirects_total";
 /// Failed accept() calls.
 pub const ACCEPT_ERRORS: &str = "tlsedge_accept_errors_total";
 
@@ -97,6 +111,32 @@ pub(crate) fn describe_all() {
     describe_counter!(
         PROXY_PROTOCOL_ERRORS,
         "Connections refused at their PROXY header, by reason (untrusted, malformed, timeout)."
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests by host, route, method and status (backend answers and tlsedge's own)."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "HTTP request duration, from the request head to the response's last byte."
+    );
+    describe_gauge!(HTTP_REQUESTS_ACTIVE, "HTTP requests in flight.");
+    describe_counter!(
+        HTTP_BACKEND_REQUESTS,
+        "Requests sent to backends, by the backend's status (or error, timeout)."
+    );
+    describe_counter!(
+        HTTP_MISDIRECTED,
+        "Requests answered 421: their host is not served by their connection's certificate host."
+    );
+    describe_counter!(
+        HTTP_PROTOCOL_ERRORS,
+        "HTTP client connections ended by a protocol error (header_timeout, headers_too_large, malformed, incomplete, other)."
+    );
+    describe_counter!(
+        HTTP_REDIRECTS,
+        "Requests on the plain-HTTP redirect listeners (redirected, unknown_host)."
     );
     describe_counter!(
         ACCEPT_ERRORS,

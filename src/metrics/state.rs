@@ -49,7 +49,7 @@ pub(crate) fn render(rt: &Runtime, out: &mut String) {
         "1 if the backend is usable, 0 while it cools down after a failure.",
     );
     for host in &snapshot.hosts {
-        for (backend, label) in host.pool.backends().iter().zip(&host.backend_labels) {
+        for (backend, label) in host.all_backends() {
             let up = u8::from(backend.state.is_up(now_ms));
             let _ = writeln!(
                 out,

@@ -2,12 +2,12 @@
 //! failure mark it down for its cooldown and try the next (a bounded number of times).
 
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::pool::PickContext;
+use super::pool::{Backend, PickContext};
 use super::state::ActiveGuard;
 use crate::metrics::events;
 use crate::runtime::Runtime;
@@ -31,43 +31,63 @@ pub(crate) async fn connect(
 ) -> Result<(TcpStream, usize, ActiveGuard), BackendError> {
     let backends = host.pool.backends();
     let attempts = snapshot.backend_attempts.min(backends.len());
-    let cooldown_ms = snapshot.timeouts.backend_cooldown.as_millis() as u64;
     let mut tried = Vec::with_capacity(attempts);
     while tried.len() < attempts {
-        let ctx = PickContext {
-            client_ip: client.ip(),
-            now_ms: rt.now_ms(),
-            random: std::collections::hash_map::RandomState::new().hash_one(tried.len()),
-        };
+        let ctx = pick_context(rt, client.ip(), tried.len());
         let Some(index) = host.pool.pick(&ctx, &tried) else {
             break;
         };
         tried.push(index);
         let backend = &backends[index];
         let label = &*host.backend_labels[index];
-        let result = timeout(
-            snapshot.timeouts.backend_connect,
-            connect_any(&backend.state.addrs()),
-        )
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
-        match result {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                if backend.state.mark_ok() {
-                    events::backend_changed(&rt.metrics, &host.label, label, true);
-                }
-                return Ok((stream, index, backend.state.track()));
-            }
-            Err(e) => {
-                events::backend_connect_failed(&rt.metrics, &host.label, label, &e);
-                if backend.state.mark_failed(rt.now_ms(), cooldown_ms) {
-                    events::backend_changed(&rt.metrics, &host.label, label, false);
-                }
-            }
+        if let Ok(stream) = connect_one(rt, snapshot, &host.label, backend, label).await {
+            return Ok((stream, index, backend.state.track()));
         }
     }
     Err(BackendError::NoneAvailable)
+}
+
+/// The moment and client a pick is made for; `salt` varies the random number between attempts.
+pub(crate) fn pick_context(rt: &Runtime, client: IpAddr, salt: usize) -> PickContext {
+    PickContext {
+        client_ip: client,
+        now_ms: rt.now_ms(),
+        random: std::collections::hash_map::RandomState::new().hash_one(salt),
+    }
+}
+
+/// One connect attempt to `backend` under the connect timeout. A failure is logged, counted
+/// and puts the backend in its cooldown; a success after failures marks it up again.
+pub(crate) async fn connect_one(
+    rt: &Runtime,
+    snapshot: &Snapshot,
+    host: &str,
+    backend: &Backend,
+    label: &str,
+) -> std::io::Result<TcpStream> {
+    let result = timeout(
+        snapshot.timeouts.backend_connect,
+        connect_any(&backend.state.addrs()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+    match result {
+        Ok(stream) => {
+            let _ = stream.set_nodelay(true);
+            if backend.state.mark_ok() {
+                events::backend_changed(&rt.metrics, host, label, true);
+            }
+            Ok(stream)
+        }
+        Err(e) => {
+            events::backend_connect_failed(&rt.metrics, host, label, &e);
+            let cooldown_ms = snapshot.timeouts.backend_cooldown.as_millis() as u64;
+            if backend.state.mark_failed(rt.now_ms(), cooldown_ms) {
+                events::backend_changed(&rt.metrics, host, label, false);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Connects to the first of `addrs` that accepts (a DNS name may resolve to several; one

@@ -99,15 +99,15 @@ pub(crate) async fn run(rt: Arc<Runtime>, every: Duration) {
         let names = snapshot
             .hosts
             .iter()
-            .flat_map(|host| host.pool.backends())
-            .filter_map(|backend| match &backend.addr {
+            .flat_map(|host| host.all_backends())
+            .filter_map(|(backend, _)| match &backend.addr {
                 BackendAddr::Name { host, port } => Some((host.clone(), *port)),
                 BackendAddr::Ip(_) => None,
             })
             .collect();
         let answers = Answers::lookup(names).await;
         for host in &snapshot.hosts {
-            for (backend, label) in host.pool.backends().iter().zip(&host.backend_labels) {
+            for (backend, label) in host.all_backends() {
                 let BackendAddr::Name { host: name, port } = &backend.addr else {
                     continue;
                 };

@@ -41,12 +41,18 @@ impl std::fmt::Debug for UpstreamTls {
 }
 
 impl UpstreamTls {
-    /// Builds the client configuration (TLS 1.2 and 1.3, the host's CAs, no client cert).
-    pub fn new(provider: &Arc<CryptoProvider>, settings: &BackendTls) -> Result<Self, BuildError> {
-        let config = ClientConfig::builder_with_provider(Arc::clone(provider))
+    /// Builds the client configuration (TLS 1.2 and 1.3, the host's CAs, no client cert),
+    /// offering `alpn` (empty in `tcp` mode, the backend protocols in `http` mode).
+    pub fn new(
+        provider: &Arc<CryptoProvider>,
+        settings: &BackendTls,
+        alpn: &[&[u8]],
+    ) -> Result<Self, BuildError> {
+        let mut config = ClientConfig::builder_with_provider(Arc::clone(provider))
             .with_safe_default_protocol_versions()?
             .with_root_certificates(Arc::clone(&settings.roots))
             .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
             server_name: settings.server_name.clone(),
@@ -61,10 +67,16 @@ impl UpstreamTls {
         previous: Option<&Self>,
         provider: &Arc<CryptoProvider>,
         settings: &BackendTls,
+        alpn: &[&[u8]],
     ) -> Result<Self, BuildError> {
         match previous {
-            Some(previous) if previous.verifies_like(provider, settings) => Ok(previous.clone()),
-            _ => Self::new(provider, settings),
+            Some(previous)
+                if previous.verifies_like(provider, settings)
+                    && previous.connector.config().alpn_protocols == alpn =>
+            {
+                Ok(previous.clone())
+            }
+            _ => Self::new(provider, settings, alpn),
         }
     }
 
@@ -129,20 +141,20 @@ mod tests {
     fn session_cache_carries_over_only_while_verification_is_unchanged() {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let (ca, other_ca) = (Ca::new("backend CA").unwrap(), Ca::new("other CA").unwrap());
-        let first = UpstreamTls::new(&provider, &settings(&ca, "app.internal")).unwrap();
+        let first = UpstreamTls::new(&provider, &settings(&ca, "app.internal"), &[]).unwrap();
         // The CA file read again on reload: a new store with the same anchors.
         let reread = settings(&ca, "app.internal");
-        let kept = UpstreamTls::carry_over(Some(&first), &provider, &reread).unwrap();
+        let kept = UpstreamTls::carry_over(Some(&first), &provider, &reread, &[]).unwrap();
         assert!(shares_cache(&first, &kept));
         for changed in [
             settings(&other_ca, "app.internal"),
             settings(&ca, "other.internal"),
         ] {
-            let fresh = UpstreamTls::carry_over(Some(&first), &provider, &changed).unwrap();
+            let fresh = UpstreamTls::carry_over(Some(&first), &provider, &changed, &[]).unwrap();
             assert!(!shares_cache(&first, &fresh));
         }
         let other_provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let fresh = UpstreamTls::carry_over(Some(&first), &other_provider, &reread).unwrap();
+        let fresh = UpstreamTls::carry_over(Some(&first), &other_provider, &reread, &[]).unwrap();
         assert!(!shares_cache(&first, &fresh));
     }
 }

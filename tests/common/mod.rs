@@ -132,6 +132,8 @@ pub struct Lb {
     pub addrs: Vec<SocketAddr>,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// The plain-HTTP redirect listeners.
+    pub http: Vec<SocketAddr>,
     /// Shared state, for reading the current snapshot.
     pub runtime: Arc<Runtime>,
     /// Reloads the configuration now, like SIGHUP.
@@ -150,6 +152,7 @@ impl Lb {
         let addrs = server.tls_addrs();
         let addr = addrs[0];
         let admin = server.admin_addr().expect("admin listener");
+        let http = server.http_addrs();
         let runtime = Arc::clone(server.runtime());
         let trigger = server.reload_trigger();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -160,6 +163,7 @@ impl Lb {
             addr,
             addrs,
             admin,
+            http,
             runtime,
             trigger,
             stop: Some(stop),
@@ -696,6 +700,7 @@ pub fn ecdsa(site: &Site, stem: &str, names: &[&str]) -> Issued {
     site.cert(stem, names, KeyKind::Ecdsa)
 }
 pub mod files;
+pub mod web;
 
 /// A client certificate for `client.test` issued by `ca`, for mutual TLS.
 pub fn client_identity(ca: &Ca) -> Issued {

@@ -10,9 +10,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use super::bounds::{DAY, MAX_HEALTH_COUNT, Zero};
-use super::{BackendConfig, BackendTls, ClientAuth, EXPIRY_WARNING, HostConfig, Validator};
+use super::{
+    BackendConfig, BackendTls, ClientAuth, EXPIRY_WARNING, HealthCheck, HostConfig, Validator,
+};
 use crate::config::model::{
-    BalancePolicy, RawBackendTls, RawCert, RawClientAuth, RawHealthCheck, RawHost,
+    BalancePolicy, RawBackend, RawBackendTls, RawCert, RawClientAuth, RawHealthCheck, RawHost,
 };
 use crate::config::problem::{Issue, Scope, Severity};
 use crate::tls::certs::{self, LoadedCert};
@@ -45,29 +47,7 @@ impl Validator<'_> {
             names.push(parsed);
         }
         let certs = self.host_certs(i, &at, &raw.certs, &names);
-        if raw.backends.is_empty() {
-            self.error(format!("{at}: backends"), Issue::Empty);
-        }
-        let mut backends = Vec::new();
-        for (b, backend) in raw.backends.iter().enumerate() {
-            let addr = BackendAddr::parse(&backend.address);
-            if addr.is_none() {
-                let issue = Issue::BadBackendAddress {
-                    value: backend.address.clone(),
-                };
-                self.error(format!("{at}: backends[{b}].address"), issue);
-            }
-            if !(1..=1000).contains(&backend.weight) {
-                let issue = Issue::BadWeight {
-                    weight: backend.weight,
-                };
-                self.error(format!("{at}: backends[{b}].weight"), issue);
-            }
-            if let Some(addr) = addr {
-                let weight = backend.weight.clamp(1, 1000);
-                backends.push(BackendConfig { addr, weight });
-            }
-        }
+        let backends = self.backends(&format!("{at}: backends"), &raw.backends);
         let allow_tls12 = match raw.min_tls.as_str() {
             "1.2" => true,
             "1.3" => false,
@@ -89,6 +69,10 @@ impl Validator<'_> {
             } else {
                 alpn.push(proto.as_bytes().to_vec());
             }
+        }
+        let http = self.http(&at, raw);
+        if http.is_some() {
+            alpn = self.http_alpn(&at, alpn);
         }
         let client_auth = raw
             .client_auth
@@ -113,13 +97,45 @@ impl Validator<'_> {
             client_auth,
             proxy_protocol: raw.proxy_protocol,
             resumption: raw.resumption,
-            health_check: raw.health_check.filter(|hc| self.health_check(&at, hc)),
+            health_check: raw
+                .health_check
+                .as_ref()
+                .and_then(|hc| self.health_check(&at, hc)),
             backend_tls,
             allow: self.nets(&format!("{at}: allow"), &raw.allow),
+            http,
         }
     }
 
-    fn health_check(&mut self, at: &str, hc: &RawHealthCheck) -> bool {
+    /// Parses a `backends` list, reporting problems at `place[b]`.
+    pub(super) fn backends(&mut self, place: &str, raw: &[RawBackend]) -> Vec<BackendConfig> {
+        if raw.is_empty() {
+            self.error(place, Issue::Empty);
+        }
+        let mut backends = Vec::new();
+        for (b, backend) in raw.iter().enumerate() {
+            let addr = BackendAddr::parse(&backend.address);
+            if addr.is_none() {
+                let issue = Issue::BadBackendAddress {
+                    value: backend.address.clone(),
+                };
+                self.error(format!("{place}[{b}].address"), issue);
+            }
+            if !(1..=1000).contains(&backend.weight) {
+                let issue = Issue::BadWeight {
+                    weight: backend.weight,
+                };
+                self.error(format!("{place}[{b}].weight"), issue);
+            }
+            if let Some(addr) = addr {
+                let weight = backend.weight.clamp(1, 1000);
+                backends.push(BackendConfig { addr, weight });
+            }
+        }
+        backends
+    }
+
+    fn health_check(&mut self, at: &str, hc: &RawHealthCheck) -> Option<HealthCheck> {
         let mut ok = true;
         for (field, value) in [("interval", hc.interval), ("timeout", hc.timeout)] {
             ok &= self.duration(
@@ -138,7 +154,17 @@ impl Validator<'_> {
                 max,
             );
         }
-        ok
+        let http = match &hc.http {
+            None => None,
+            Some(probe) => Some(Arc::new(self.http_probe(at, probe)?)),
+        };
+        ok.then_some(HealthCheck {
+            interval: hc.interval,
+            timeout: hc.timeout,
+            fall: hc.fall,
+            rise: hc.rise,
+            http,
+        })
     }
 
     fn host_certs(
@@ -291,7 +317,7 @@ impl Validator<'_> {
 
 /// The balancing policy a configured name stands for. The serde enum stays in the model so the
 /// pure balancer does not depend on the configuration format.
-fn policy(raw: BalancePolicy) -> Policy {
+pub(super) fn policy(raw: BalancePolicy) -> Policy {
     match raw {
         BalancePolicy::RoundRobin => Policy::RoundRobin,
         BalancePolicy::LeastConn => Policy::LeastConn,

@@ -15,13 +15,14 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::ServerName;
 
-use super::model::{ClientAuthMode, ProxyProtocol, RawConfig, RawHealthCheck};
+use super::model::{ClientAuthMode, ProxyProtocol, RawConfig};
 use super::problem::{Issue, Problem, Scope, Severity};
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::{HostName, NameIndex};
 use bounds::{DAY, WEEK, Zero};
 
 use crate::upstream::{BackendAddr, Policy};
+pub use http::{HttpConfig, HttpLimits, HttpProbe, RouteConfig};
 pub use start::{ListenerConfig, ProxyInput, Reload, Sessions, StartConfig};
 
 /// Certificates expiring sooner than this get a warning.
@@ -97,6 +98,8 @@ pub struct HostConfig {
     pub backend_tls: Option<BackendTls>,
     /// Client networks allowed; empty allows every client.
     pub allow: Vec<IpNet>,
+    /// HTTP settings; `Some` exactly when the host is in `mode: http`.
+    pub http: Option<Arc<HttpConfig>>,
 }
 
 /// Loaded settings for TLS towards the backends.
@@ -111,7 +114,19 @@ pub struct BackendTls {
 }
 
 /// Validated active health check settings (see the model).
-pub type HealthCheck = RawHealthCheck;
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// Time between probes of one backend.
+    pub interval: Duration,
+    /// A probe not done by then failed.
+    pub timeout: Duration,
+    /// Failures in a row that mark a backend down.
+    pub fall: u32,
+    /// Passes in a row that mark it up again.
+    pub rise: u32,
+    /// An HTTP request instead of a TCP connect.
+    pub http: Option<Arc<HttpProbe>>,
+}
 
 /// One backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +356,7 @@ impl Validator<'_> {
 
 pub mod bounds;
 mod host;
+mod http;
 mod start;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,8 @@ use crate::config::problem::Issue;
 pub struct StartConfig {
     /// TLS listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
+    /// Plain HTTP listeners that redirect to https.
+    pub http_listeners: Vec<SocketAddr>,
     /// Admin listener address, if enabled.
     pub admin: Option<SocketAddr>,
     /// Whole-proxy connection limit (the accept semaphore).
@@ -84,6 +86,7 @@ impl StartConfig {
         // Destructured, so that a field added to these structs cannot be forgotten here.
         let Self {
             listeners,
+            http_listeners,
             admin,
             max_connections,
             sessions,
@@ -104,6 +107,7 @@ impl StartConfig {
         let (os, or) = (&other.sessions, &other.reload);
         [
             ("listeners", *listeners != other.listeners),
+            ("http_listeners", *http_listeners != other.http_listeners),
             ("admin.bind", *admin != other.admin),
             (
                 "limits.max_connections",
@@ -146,6 +150,7 @@ impl Validator<'_> {
         {
             self.error("admin.bind", Issue::DuplicateListener { addr, other });
         }
+        let http_listeners = self.http_listeners(raw, &listeners, admin);
         let max_connections = raw.limits.max_connections;
         let max = bounds::MAX_CONNECTIONS as u64;
         self.count(
@@ -156,6 +161,7 @@ impl Validator<'_> {
         );
         StartConfig {
             listeners,
+            http_listeners,
             admin,
             max_connections,
             sessions: self.sessions(raw),
@@ -195,6 +201,31 @@ impl Validator<'_> {
             });
         }
         listeners
+    }
+
+    /// The redirect listeners: addresses used by no TLS or admin listener.
+    fn http_listeners(
+        &mut self,
+        raw: &RawConfig,
+        tls: &[ListenerConfig],
+        admin: Option<SocketAddr>,
+    ) -> Vec<SocketAddr> {
+        let mut bound: Vec<SocketAddr> = tls.iter().map(|l| l.addr).chain(admin).collect();
+        let mut addrs = Vec::with_capacity(raw.http_listeners.len());
+        for (i, text) in raw.http_listeners.iter().enumerate() {
+            let place = format!("http_listeners[{i}]");
+            let Some(addr) = self.addr(place.clone(), text) else {
+                continue;
+            };
+            if addr.port() != 0
+                && let Some(other) = bound.iter().position(|a| *a == addr)
+            {
+                self.error(place, Issue::DuplicateListener { addr, other });
+            }
+            bound.push(addr);
+            addrs.push(addr);
+        }
+        addrs
     }
 
     fn proxy_input(&mut self, at: &str, raw: &RawProxyInput) -> ProxyInput {

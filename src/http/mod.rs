@@ -1,0 +1,424 @@
+//! The `http` mode: the decrypted connection is served as HTTP/1.1 or HTTP/2 — chosen by
+//! the ALPN the handshake negotiated, never by sniffing — and each request is proxied on its
+//! own ([`service`]) to a backend picked per request, over pooled connections ([`client`]).
+//!
+//! [`serve`] runs one client connection: hyper's server connection plus three watchers — the
+//! drain (graceful shutdown: HTTP/2 GOAWAY, idle HTTP/1.1 connections closed, requests in
+//! flight finish), the abort at the drain deadline, and the idle timeout (no request in
+//! flight for `limits.idle_timeout`). Upgraded requests (WebSocket) are relayed by tasks the
+//! connection waits for, so they drain with it.
+
+pub mod body;
+pub mod client;
+pub mod headers;
+pub mod redirect;
+pub mod service;
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use hyper::header::HeaderValue;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::model::BackendProtocol;
+use crate::config::validate::HttpConfig;
+use crate::conn::accept::Negotiated;
+use crate::conn::{Endpoints, Shutdown};
+use crate::metrics::Outcome;
+use crate::metrics::events::Closed;
+use crate::runtime::Runtime;
+use crate::snapshot::{Host, Snapshot};
+use crate::upstream::Pool;
+use client::Conns;
+
+/// A host's HTTP side, as served: settings, routes and the pooled backend connections.
+#[derive(Debug)]
+pub struct HttpHost {
+    /// The validated settings.
+    pub config: Arc<HttpConfig>,
+    /// Path-prefix routes, longest prefix first.
+    pub routes: Vec<Route>,
+    /// Pooled connections of the host's own backends (the default route), parallel to its pool.
+    pub conns: Vec<Conns>,
+    /// The `Strict-Transport-Security` value, if enabled.
+    pub hsts: Option<HeaderValue>,
+    /// The default route's metric label.
+    pub default_label: Arc<str>,
+}
+
+impl HttpHost {
+    /// The HTTP side of a host whose own pool has `backends` backends.
+    pub fn new(config: Arc<HttpConfig>, routes: Vec<Route>, backends: usize) -> Self {
+        let hsts = config.hsts.map(|d| headers::hsts_value(d.as_secs()));
+        Self {
+            config,
+            routes,
+            conns: (0..backends).map(|_| Conns::default()).collect(),
+            hsts,
+            default_label: Arc::from("default"),
+        }
+    }
+}
+
+/// One path-prefix route with its own backends.
+#[derive(Debug)]
+pub struct Route {
+    /// The prefix; also the `route` metric label.
+    pub prefix: Arc<str>,
+    /// Its backends and policy.
+    pub pool: Pool,
+    /// Backend metric labels, parallel to the pool.
+    pub backend_labels: Vec<Arc<str>>,
+    /// Pooled connections, parallel to the pool.
+    pub conns: Vec<Conns>,
+}
+
+impl Route {
+    /// A route for `prefix` over `pool`.
+    pub fn new(prefix: &str, pool: Pool, backend_labels: Vec<Arc<str>>) -> Self {
+        let conns = (0..pool.backends().len())
+            .map(|_| Conns::default())
+            .collect();
+        Self {
+            prefix: Arc::from(prefix),
+            pool,
+            backend_labels,
+            conns,
+        }
+    }
+}
+
+/// The ALPN protocols offered to backends over `backend_tls`.
+pub fn backend_alpn(protocol: BackendProtocol) -> Vec<&'static [u8]> {
+    match protocol {
+        BackendProtocol::Http1 => vec![b"http/1.1"],
+        BackendProtocol::H2 => vec![b"h2"],
+        BackendProtocol::Auto => vec![b"h2", b"http/1.1"],
+    }
+}
+
+/// What one client connection shares with its requests.
+#[derive(Debug)]
+pub struct ConnCtx {
+    /// The server.
+    pub rt: Arc<Runtime>,
+    /// The snapshot the connection was accepted with.
+    pub snapshot: Arc<Snapshot>,
+    /// The host the handshake chose.
+    pub host: Arc<Host>,
+    /// Its HTTP side.
+    pub http: Arc<HttpHost>,
+    /// Client and server addresses.
+    pub ends: Endpoints,
+    /// The handshake, for the request log line.
+    pub handshake: crate::metrics::host::Handshake,
+    /// The verified client certificate subject, for `client_cert_header`.
+    pub client_subject: Option<HeaderValue>,
+    /// Whether the client may bring its own forwarding headers.
+    pub trusted: bool,
+    /// Requests in flight and the time of the last one's end, for the idle timeout.
+    pub activity: Activity,
+    /// Body bytes each way, for the connection's close line.
+    pub bytes_in: AtomicU64,
+    /// Body bytes from backends to the client.
+    pub bytes_out: AtomicU64,
+    /// Relays of upgraded requests; the connection ends after them.
+    pub upgrades: TaskTracker,
+    /// The server's shutdown signals.
+    pub shutdown: Shutdown,
+}
+
+/// Requests in flight on a connection and when the last one ended.
+#[derive(Debug)]
+pub struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once no request has been in flight for `limit`.
+    async fn idle_for(&self, limit: std::time::Duration) {
+        loop {
+            let last = self.started
+                + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let due = last + limit;
+            if Instant::now() >= due && self.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            // A request in flight: look again one period later (its end moves `last`).
+            let wake = if due > Instant::now() {
+                due
+            } else {
+                Instant::now() + limit
+            };
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+/// A request in flight (see [`Activity::begin`]).
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnCtx>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0.activity;
+        activity.mark();
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the mode needs to know about the connection.
+#[derive(Debug)]
+pub struct Session<'a> {
+    /// The host it was routed to.
+    pub host: &'a Arc<Host>,
+    /// Its HTTP side.
+    pub http: &'a Arc<HttpHost>,
+    /// The client and server addresses.
+    pub ends: Endpoints,
+    /// What the handshake settled.
+    pub negotiated: &'a Negotiated,
+}
+
+/// Serves HTTP on `tls` until the client is done, the idle timeout, or the drain deadline.
+pub async fn serve<IO>(
+    rt: &Arc<Runtime>,
+    snapshot: &Arc<Snapshot>,
+    tls: Box<TlsStream<IO>>,
+    session: &Session<'_>,
+    shutdown: &Shutdown,
+) -> Closed
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &session.http.config;
+    let client_subject = session.negotiated.client_subject.as_deref();
+    let ctx = Arc::new(ConnCtx {
+        rt: Arc::clone(rt),
+        snapshot: Arc::clone(snapshot),
+        host: Arc::clone(session.host),
+        http: Arc::clone(session.http),
+        ends: session.ends,
+        handshake: session.negotiated.handshake,
+        client_subject: client_subject.and_then(|s| HeaderValue::from_str(s).ok()),
+        trusted: config
+            .trusted
+            .iter()
+            .any(|net| net.contains(&session.ends.client.ip().to_canonical())),
+        activity: Activity::new(),
+        bytes_in: AtomicU64::new(0),
+        bytes_out: AtomicU64::new(0),
+        upgrades: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+    });
+    let h2 = session.negotiated.alpn.as_deref() == Some("h2");
+    let io = TokioIo::new(tls);
+    let svc = {
+        let ctx = Arc::clone(&ctx);
+        hyper::service::service_fn(move |req| service::handle(Arc::clone(&ctx), req))
+    };
+    let limits = &config.limits;
+    let outcome = if h2 {
+        let exec = SpanExecutor(tracing::Span::current());
+        let mut builder = hyper::server::conn::http2::Builder::new(exec);
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_streams)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
+            .max_local_error_reset_streams(limits.h2_max_error_resets)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        let conn = builder.serve_connection(io, svc);
+        drive(&ctx, conn, |c| c.graceful_shutdown()).await
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_headers(limits.max_headers)
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size(limits.max_header_bytes.max(8192) + 8192);
+        let conn = builder.serve_connection(io, svc).with_upgrades();
+        drive(&ctx, conn, |c| c.graceful_shutdown()).await
+    };
+    Closed {
+        outcome,
+        bytes_in: ctx.bytes_in.load(Ordering::Relaxed),
+        bytes_out: ctx.bytes_out.load(Ordering::Relaxed),
+        error: None,
+    }
+}
+
+/// Polls a server connection to its end while watching the drain, the idle timeout and the
+/// abort; then waits for its upgraded relays.
+async fn drive<C, E>(
+    ctx: &Arc<ConnCtx>,
+    conn: C,
+    graceful_shutdown: impl Fn(Pin<&mut C>),
+) -> Outcome
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::error::Error + 'static,
+{
+    let mut conn = pin!(conn);
+    let idle = ctx.http.config.limits.idle_timeout;
+    let mut outcome = Outcome::Ok;
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            biased;
+            result = conn.as_mut() => break Some(result),
+            () = ctx.shutdown.abort.cancelled() => {
+                outcome = Outcome::DrainTimeout;
+                break None;
+            }
+            () = ctx.shutdown.drain.cancelled(), if !closing => {
+                closing = true;
+                graceful_shutdown(conn.as_mut());
+            }
+            () = ctx.activity.idle_for(idle), if !closing => {
+                closing = true;
+                outcome = Outcome::IdleTimeout;
+                graceful_shutdown(conn.as_mut());
+            }
+        }
+    };
+    if let Some(Err(e)) = result {
+        outcome = crate::metrics::http::connection_error(&ctx.rt.metrics, &ctx.host.label, &e);
+    }
+    ctx.upgrades.close();
+    tokio::select! {
+        () = ctx.upgrades.wait() => {}
+        () = ctx.shutdown.abort.cancelled() => outcome = Outcome::DrainTimeout,
+    }
+    outcome
+}
+
+impl ConnCtx {
+    /// A request started; it counts as in flight until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// Relays an upgraded connection both ways until both sides close, or until nothing moved
+/// for `idle` (checked once per `idle` period, so it cuts after one to two periods).
+async fn upgrade_relay<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: std::time::Duration,
+) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut a, mut b) = (Watched::new(a), Watched::new(b));
+    let seen = Arc::clone(&a.seen);
+    let seen_b = Arc::clone(&b.seen);
+    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+    let watch = async {
+        let mut last = (0, 0);
+        loop {
+            tokio::time::sleep(idle).await;
+            let now = (seen.load(Ordering::Relaxed), seen_b.load(Ordering::Relaxed));
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    };
+    tokio::select! {
+        result = copy => result,
+        () = watch => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// A stream that counts the bytes read from it, for [`upgrade_relay`]'s idle check.
+struct Watched<'a, T> {
+    inner: &'a mut T,
+    seen: Arc<AtomicU64>,
+}
+
+impl<'a, T> Watched<'a, T> {
+    fn new(inner: &'a mut T) -> Self {
+        Self {
+            inner,
+            seen: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.seen.fetch_add(read as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Spawns HTTP/2 stream tasks inside the connection's span, so their log lines carry the
+/// connection's fields.
+#[derive(Debug, Clone)]
+struct SpanExecutor(tracing::Span);
+
+impl<F> hyper::rt::Executor<F> for SpanExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future.instrument(self.0.clone()));
+    }
+}

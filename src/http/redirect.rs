@@ -1,0 +1,91 @@
+//! The plain-HTTP listeners (`http_listeners`, port 80): every request for a configured name
+//! is answered with a 308 redirect to the same path and query over https; any other host gets
+//! 404. Nothing is proxied. `/.well-known/acme-challenge/` is left for the ACME HTTP-01
+//! answer (404 until then).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::body::{self, ProxyBody};
+use super::headers::request_host;
+use crate::conn::Shutdown;
+use crate::metrics::http as events;
+use crate::runtime::Runtime;
+
+/// A request's header block must arrive within this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one plain-HTTP connection until the client is done or the server drains.
+pub async fn serve(rt: Arc<Runtime>, stream: TcpStream, https_port: u16, shutdown: Shutdown) {
+    let svc = {
+        let rt = Arc::clone(&rt);
+        hyper::service::service_fn(move |req| {
+            let answer = answer(&rt, &req, https_port);
+            async move { Ok::<_, Infallible>(answer) }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let mut conn = std::pin::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "redirect connection error");
+                }
+                return;
+            }
+            () = shutdown.drain.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = shutdown.abort.cancelled() => return,
+        }
+    }
+}
+
+/// The answer to one request.
+fn answer(rt: &Runtime, req: &Request<Incoming>, https_port: u16) -> Response<ProxyBody> {
+    let snapshot = rt.snapshot.load();
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let known = request_host(req).filter(|host| snapshot.names.lookup(host).is_some());
+    let location = known.as_ref().and_then(|host| {
+        let port = if https_port == 443 {
+            String::new()
+        } else {
+            format!(":{https_port}")
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        HeaderValue::try_from(format!("https://{host}{port}{path}")).ok()
+    });
+    match location {
+        Some(location) if !path.starts_with("/.well-known/acme-challenge/") => {
+            events::redirect(&rt.metrics, "redirected");
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        _ => {
+            events::redirect(&rt.metrics, "unknown_host");
+            let mut response = Response::new(body::text("404 not found\n"));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    }
+}

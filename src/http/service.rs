@@ -1,0 +1,436 @@
+//! One proxied request, top to bottom: route by path → check the request's host against the
+//! handshake's (421) → limits (413) → rewrite headers → pick a backend and send, retrying a
+//! request that was never sent → rewrite the response → stream it back. Every request ends
+//! in one log line and its metrics ([`crate::metrics::http`]), whether a backend answered or
+//! tlsedge did.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use tokio::time::{Instant, timeout};
+
+use super::body::{self, ProxyBody, RequestBody, ResponseBody};
+use super::client::Sender;
+use super::headers::{self, Origin};
+use super::{ConnCtx, InFlight};
+use crate::config::model::BackendProtocol;
+use crate::metrics::http::{self as events, Answer, RequestDone};
+use crate::upstream::connect::{connect_one, pick_context};
+use crate::upstream::{ActiveGuard, Pool};
+
+/// Longest path kept for the log line.
+const MAX_LOGGED_PATH: usize = 256;
+
+/// Which of the host's routes a request took.
+#[derive(Debug, Clone, Copy)]
+enum RouteId {
+    /// The host's own backends.
+    Default,
+    /// `routes[i]`.
+    Prefix(usize),
+}
+
+/// A route's parts, borrowed from the host.
+struct RouteRef<'a> {
+    label: &'a Arc<str>,
+    pool: &'a Pool,
+    labels: &'a [Arc<str>],
+    conns: &'a [super::client::Conns],
+}
+
+fn route_ref(ctx: &ConnCtx, id: RouteId) -> RouteRef<'_> {
+    match id {
+        RouteId::Default => RouteRef {
+            label: &ctx.http.default_label,
+            pool: &ctx.host.pool,
+            labels: &ctx.host.backend_labels,
+            conns: &ctx.http.conns,
+        },
+        RouteId::Prefix(i) => {
+            let route = &ctx.http.routes[i];
+            RouteRef {
+                label: &route.prefix,
+                pool: &route.pool,
+                labels: &route.backend_labels,
+                conns: &route.conns,
+            }
+        }
+    }
+}
+
+/// The longest route prefix matching `path` (routes are sorted longest first).
+fn route_for(ctx: &ConnCtx, path: &str) -> RouteId {
+    ctx.http
+        .routes
+        .iter()
+        .position(|r| path.starts_with(&*r.prefix))
+        .map_or(RouteId::Default, RouteId::Prefix)
+}
+
+/// Serves one request (hyper's service function).
+pub async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let route = route_for(&ctx, req.uri().path());
+    let done = RequestDone::start(&ctx, &req, route_ref(&ctx, route).label, MAX_LOGGED_PATH);
+    let in_flight = ctx.begin();
+    Ok(match proxy(&ctx, route, req, done, in_flight).await {
+        Ok(response) => response,
+        Err((answer, mut done)) => {
+            done.answer = Some(answer);
+            let mut response = Response::new(body::text(answer.text()));
+            *response.status_mut() = answer.status();
+            finish_headers(&ctx, response.headers_mut(), done.request_id.as_deref());
+            done.status = answer.status().as_u16();
+            events::request_done(&ctx, &done, true, 0);
+            response
+        }
+    })
+}
+
+type Failed = (Answer, RequestDone);
+
+async fn proxy(
+    ctx: &Arc<ConnCtx>,
+    route: RouteId,
+    mut req: Request<Incoming>,
+    mut done: RequestDone,
+    in_flight: InFlight,
+) -> Result<Response<ProxyBody>, Failed> {
+    let config = &ctx.http.config;
+    let authority = match headers::request_host(&req) {
+        Some(host) => {
+            let served_by = ctx.snapshot.host_for(Some(&host));
+            if !served_by.is_some_and(|h| Arc::ptr_eq(h, &ctx.host)) {
+                events::misdirected(&ctx.rt.metrics, &ctx.host.label);
+                return Err((Answer::Misdirected, done));
+            }
+            authority_of(&req).unwrap_or(host)
+        }
+        None => ctx.host.label.to_string(),
+    };
+    let limit = config.limits.max_body_bytes;
+    if req.body().size_hint().lower() > limit {
+        return Err((Answer::TooLarge, done));
+    }
+    if let Some(name) = &config.request_id {
+        let id = headers::request_id(req.headers_mut(), name, new_request_id);
+        done.request_id = Some(id);
+    }
+    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, incoming) = req.into_parts();
+    let mut head = parts.headers;
+    rewrite_request(ctx, &mut head, &authority, upgrade);
+    let bodiless = incoming.is_end_stream();
+    let seen = Arc::clone(&done.bytes_in);
+    let request = Outgoing {
+        method: parts.method,
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        authority,
+        headers: head,
+        upgrade,
+    };
+    let body = RequestBody::new(incoming, limit, seen).boxed_unsync();
+    let sent = send(ctx, route, &request, body, bodiless, &mut done).await;
+    let (mut response, backend, sender, active) = match sent {
+        Ok(sent) => sent,
+        Err(answer) => {
+            let answer = if done.bytes_in.load(Ordering::Relaxed) > limit {
+                Answer::TooLarge
+            } else {
+                answer
+            };
+            return Err((answer, done));
+        }
+    };
+    done.status = response.status().as_u16();
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && let Some(client_upgrade) = client_upgrade {
+        relay_upgrade(ctx, client_upgrade, hyper::upgrade::on(&mut response));
+    }
+    let (mut parts, incoming) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers, switching);
+    if switching {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    finish_headers(ctx, &mut parts.headers, done.request_id.as_deref());
+    parts.version = Version::default();
+    // Only a complete exchange leaves an HTTP/1.1 connection reusable (not an upgraded one).
+    let reusable = match sender {
+        Sender::H1(h1) if !switching => Some(h1),
+        _ => None,
+    };
+    let ctx_end = Arc::clone(ctx);
+    let on_end: body::OnEnd = Box::new(move |complete, bytes_out| {
+        drop(active);
+        if complete && let Some(h1) = reusable {
+            route_ref(&ctx_end, route).conns[backend].checkin(h1);
+        }
+        ctx_end.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        events::request_done(&ctx_end, &done, complete, bytes_out);
+        drop(in_flight);
+    });
+    let body = ResponseBody::new(incoming, on_end).boxed_unsync();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The client's authority as sent (with its port), for the backend's `Host`/`:authority`.
+fn authority_of<B>(req: &Request<B>) -> Option<String> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_owned()),
+        None => req
+            .headers()
+            .get(header::HOST)?
+            .to_str()
+            .ok()
+            .map(str::to_owned),
+    }
+}
+
+/// The request as it goes to a backend, kept apart from its body so that a request that was
+/// never sent can be rebuilt for another connection.
+struct Outgoing {
+    method: Method,
+    path: String,
+    authority: String,
+    headers: HeaderMap,
+    upgrade: bool,
+}
+
+impl Outgoing {
+    /// The request for a connection speaking `version`: origin-form with `Host` for
+    /// HTTP/1.1, absolute with `:authority` for HTTP/2.
+    fn build(&self, version: Version, tls: bool, body: ProxyBody) -> Option<Request<ProxyBody>> {
+        let mut headers = self.headers.clone();
+        let uri = if version == Version::HTTP_2 {
+            headers.remove(header::HOST);
+            if self.upgrade {
+                headers::remove_hop_by_hop(&mut headers, false);
+            }
+            let scheme = if tls { "https" } else { "http" };
+            format!("{scheme}://{}{}", self.authority, self.path)
+                .parse::<Uri>()
+                .ok()?
+        } else {
+            headers.insert(header::HOST, HeaderValue::from_str(&self.authority).ok()?);
+            self.path.parse::<Uri>().ok()?
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = version;
+        *req.headers_mut() = headers;
+        Some(req)
+    }
+}
+
+/// The request-side header rewrites: hop-by-hop, forwarding, client certificate, `Via`.
+fn rewrite_request(ctx: &ConnCtx, head: &mut HeaderMap, authority: &str, upgrade: bool) {
+    let config = &ctx.http.config;
+    headers::remove_hop_by_hop(head, upgrade);
+    if upgrade {
+        head.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let origin = Origin {
+        client: ctx.ends.client.ip(),
+        host: Some(authority),
+        port: ctx.ends.server.port(),
+    };
+    headers::set_forwarded(head, config.forwarded, ctx.trusted, origin);
+    if let Some(name) = &config.client_cert_header {
+        head.remove(name);
+        if let Some(subject) = &ctx.client_subject {
+            head.insert(name.clone(), subject.clone());
+        }
+    }
+    if config.via {
+        headers::add_via(head, Version::HTTP_11);
+    }
+}
+
+/// The response-side additions: HSTS, `Via`, the request id.
+fn finish_headers(ctx: &ConnCtx, head: &mut HeaderMap, request_id: Option<&str>) {
+    let config = &ctx.http.config;
+    if let Some(hsts) = &ctx.http.hsts {
+        head.entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
+    }
+    if config.via {
+        headers::add_via(head, Version::HTTP_11);
+    }
+    if let (Some(name), Some(id)) = (&config.request_id, request_id)
+        && let Ok(value) = HeaderValue::from_str(id)
+    {
+        head.insert(name.clone(), value);
+    }
+}
+
+type Sent = (Response<Incoming>, usize, Sender, ActiveGuard);
+
+/// Sends the request to a backend of the route. A request that never left (its connection
+/// was closing) goes to another connection; a bodiless one is also re-sent after its
+/// connection failed mid-way, since nothing of it can have been acted on twice that a GET
+/// or HEAD would not already allow.
+async fn send(
+    ctx: &ConnCtx,
+    route: RouteId,
+    request: &Outgoing,
+    body: ProxyBody,
+    bodiless: bool,
+    done: &mut RequestDone,
+) -> Result<Sent, Answer> {
+    let r = route_ref(ctx, route);
+    let snapshot = &ctx.snapshot;
+    let attempts = snapshot.backend_attempts.min(r.pool.backends().len());
+    let mut tried = Vec::with_capacity(attempts);
+    let mut body = Some(body);
+    let mut failed = None;
+    // Failed fresh connections count against `backend_attempts`; failed pooled ones get one
+    // more try each, bounded here.
+    for attempt in 0..attempts * 2 + 1 {
+        if tried.len() >= attempts {
+            break;
+        }
+        let pick = pick_context(&ctx.rt, ctx.ends.client.ip(), attempt);
+        let Some(index) = r.pool.pick(&pick, &tried) else {
+            break;
+        };
+        let Some((mut sender, fresh)) = connection(ctx, &r, index).await else {
+            tried.push(index);
+            failed = Some(Answer::BackendError);
+            continue;
+        };
+        let this_body = match body.take() {
+            Some(b) => b,
+            None if bodiless => body::empty(),
+            None => break,
+        };
+        let tls = ctx.host.upstream_tls.is_some();
+        let Some(req) = request.build(sender.version(), tls, this_body) else {
+            return Err(Answer::BadRequest);
+        };
+        let backend = &r.pool.backends()[index];
+        let active = backend.state.track();
+        done.backend = Some(Arc::clone(&r.labels[index]));
+        let limit = ctx.http.config.limits.response_timeout;
+        match timeout(limit, sender.send(req)).await {
+            Ok(Ok(response)) => {
+                events::backend_answered(ctx, &r.labels[index], response.status().as_u16());
+                return Ok((response, index, sender, active));
+            }
+            Ok(Err(mut e)) => {
+                body = e.take_message().map(Request::into_body);
+                events::backend_request_failed(ctx, &r.labels[index], e.error());
+                failed = Some(Answer::BackendError);
+                if fresh {
+                    tried.push(index);
+                }
+            }
+            Err(_) => {
+                events::backend_timed_out(ctx, &r.labels[index]);
+                return Err(Answer::BackendTimeout);
+            }
+        }
+    }
+    Err(failed.unwrap_or(Answer::NoBackend))
+}
+
+/// A connection to backend `index` of the route: a pooled one, else a new one. `true` when
+/// new. `None` when connecting failed (logged and counted).
+async fn connection(ctx: &ConnCtx, r: &RouteRef<'_>, index: usize) -> Option<(Sender, bool)> {
+    let config = &ctx.http.config;
+    if let Some(sender) = r.conns[index].checkout(config.backend_idle).await {
+        return Some((sender, false));
+    }
+    let backend = &r.pool.backends()[index];
+    let label = &r.labels[index];
+    let snapshot = &ctx.snapshot;
+    let host = &*ctx.host.label;
+    let stream = connect_one(&ctx.rt, snapshot, host, backend, label)
+        .await
+        .ok()?;
+    let conns = &r.conns[index];
+    let handshake = match &ctx.host.upstream_tls {
+        None => {
+            let h2 = config.backend_protocol == BackendProtocol::H2;
+            conns.handshake(stream, h2).await
+        }
+        Some(tls) => {
+            let secured = timeout(
+                snapshot.timeouts.backend_connect,
+                tls.connect(&backend.addr, stream),
+            )
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+            let secure = match secured {
+                Ok(secure) => secure,
+                Err(e) => {
+                    crate::metrics::events::backend_tls_failed(&ctx.rt.metrics, host, label, &e);
+                    return None;
+                }
+            };
+            let h2 = match config.backend_protocol {
+                BackendProtocol::H2 => true,
+                BackendProtocol::Http1 => false,
+                BackendProtocol::Auto => secure.get_ref().1.alpn_protocol() == Some(b"h2"),
+            };
+            conns.handshake(secure, h2).await
+        }
+    };
+    match handshake {
+        Ok(sender) => Some((sender, true)),
+        Err(e) => {
+            events::backend_request_failed(ctx, label, &e);
+            None
+        }
+    }
+}
+
+/// Relays an upgraded request (WebSocket) both ways once both sides have switched, as a
+/// task the connection waits for.
+fn relay_upgrade(
+    ctx: &Arc<ConnCtx>,
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+) {
+    let idle = ctx.snapshot.timeouts.idle;
+    let abort = ctx.shutdown.abort.clone();
+    let task = async move {
+        let (Ok(client), Ok(backend)) = (client.await, backend.await) else {
+            return;
+        };
+        let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+        let relay = super::upgrade_relay(&mut client, &mut backend, idle);
+        tokio::select! {
+            result = relay => tracing::debug!(result = ?result, "upgraded connection closed"),
+            () = abort.cancelled() => tracing::debug!("upgraded connection cut at the drain deadline"),
+        }
+    };
+    ctx.upgrades.spawn(task);
+}
+
+/// A new request id: 128 bits, unique per process (a random prefix chosen at start and a
+/// counter), as 32 hex digits.
+fn new_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(Instant::now())
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
+}

@@ -1,0 +1,469 @@
+//! The `http` mode end to end: real clients (curl over HTTP/1.1 and HTTP/2, hyper's HTTP/2
+//! client, Python's urllib, a WebSocket client) through the real server to real HTTP backends
+//! on loopback.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::web::{Got, WebBackend, curl};
+use common::{Lb, PATIENCE, Site, ecdsa, host};
+
+/// A site with one HTTP host `app.test` over `backends`; `http` is its `http:` block
+/// (indented by six spaces), `extra` further host lines and `top` top-level lines.
+fn http_site(
+    backends: &[SocketAddr],
+    http: &str,
+    extra: &str,
+    top: &str,
+) -> (Site, std::path::PathBuf) {
+    let site = Site::new();
+    ecdsa(&site, "app", &["app.test", "*.app.test"]);
+    let block = format!("    mode: http\n    http:\n      via: true\n{http}{extra}");
+    let config = site.config(&format!(
+        "{top}hosts:\n{}",
+        host(&["app.test"], &["app"], backends, &block)
+    ));
+    (site, config)
+}
+
+async fn get(site: &Site, lb: &Lb, path: &str, args: &[&str]) -> Got {
+    curl(&site.path("ca.pem"), "app.test", lb.addr.port(), path, args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_http2_reach_the_backend_with_forwarding_headers() {
+    let backend = WebBackend::start("b0").await;
+    let (site, config) = http_site(&[backend.addr], "", "", "");
+    let lb = Lb::start(&config).await;
+    for (flag, version) in [("--http1.1", "HTTP/1.1"), ("--http2", "HTTP/2")] {
+        let got = get(
+            &site,
+            &lb,
+            "/hello?x=1",
+            &[flag, "-H", "X-Forwarded-For: 6.6.6.6"],
+        )
+        .await;
+        assert_eq!(got.status, 200, "{flag}: {got:?}");
+        assert!(got.body.contains("backend=b0"), "{flag}: {}", got.body);
+        assert!(got.body.contains("path=/hello?x=1"), "{flag}: {}", got.body);
+        let port = lb.addr.port();
+        assert_eq!(
+            got.echoed("host"),
+            Some(&*format!("app.test:{port}")),
+            "{flag}"
+        );
+        assert_eq!(
+            got.echoed("x-forwarded-for"),
+            Some("127.0.0.1"),
+            "{flag}: spoof removed"
+        );
+        assert_eq!(got.echoed("x-forwarded-proto"), Some("https"), "{flag}");
+        assert_eq!(got.echoed("via"), Some("1.1 tlsedge"), "{flag}");
+        let id = got
+            .header("x-request-id")
+            .expect("request id on the response");
+        assert_eq!(
+            got.echoed("x-request-id"),
+            Some(id),
+            "{flag}: same id both ways"
+        );
+        let m = lb.metrics().await;
+        let labels = [
+            ("host", "app.test"),
+            ("route", "default"),
+            ("method", "GET"),
+            ("code", "200"),
+        ];
+        assert!(
+            m.value("tlsedge_http_requests_total", &labels) >= 1.0,
+            "{version}"
+        );
+    }
+    let m = lb.metrics().await;
+    let labels = [
+        ("host", "app.test"),
+        ("route", "default"),
+        ("method", "GET"),
+        ("code", "200"),
+    ];
+    assert_eq!(m.value("tlsedge_http_requests_total", &labels), 2.0);
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_are_reused_across_client_connections() {
+    let backend = WebBackend::start("b0").await;
+    let (site, config) = http_site(&[backend.addr], "", "", "");
+    let lb = Lb::start(&config).await;
+    for i in 0..10 {
+        let flag = if i % 2 == 0 { "--http1.1" } else { "--http2" };
+        let got = get(&site, &lb, "/", &[flag]).await;
+        assert_eq!(got.status, 200);
+    }
+    assert_eq!(backend.requests(), 10);
+    // Ten client connections, one after another: one pooled backend connection serves all.
+    assert_eq!(backend.accepted(), 1, "backend connections");
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_are_kept_from_trusted_clients_only() {
+    let backend = WebBackend::start("b0").await;
+    let http = "      forwarded:\n        headers: both\n        trusted: [\"127.0.0.0/8\"]\n";
+    let (site, config) = http_site(&[backend.addr], http, "", "");
+    let lb = Lb::start(&config).await;
+    let got = get(
+        &site,
+        &lb,
+        "/",
+        &[
+            "-H",
+            "X-Forwarded-For: 203.0.113.9",
+            "-H",
+            "Forwarded: for=203.0.113.9",
+        ],
+    )
+    .await;
+    assert_eq!(
+        got.echoed("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    let port = lb.addr.port();
+    let forwarded = format!("for=203.0.113.9, for=127.0.0.1;proto=https;host=app.test:{port}");
+    assert_eq!(got.echoed("forwarded"), Some(&*forwarded));
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_pick_the_longest_prefix() {
+    let (web, api, v2) = (
+        WebBackend::start("web").await,
+        WebBackend::start("api").await,
+        WebBackend::start("v2").await,
+    );
+    let http = format!(
+        "      routes:\n        - {{ path: /api/, backends: [{{ address: \"{}\" }}] }}\n        - {{ path: /api/v2/, backends: [{{ address: \"{}\" }}] }}\n",
+        api.addr, v2.addr
+    );
+    let (site, config) = http_site(&[web.addr], &http, "", "");
+    let lb = Lb::start(&config).await;
+    for (path, want) in [
+        ("/", "web"),
+        ("/apiary", "web"),
+        ("/api/x", "api"),
+        ("/api/v2/y", "v2"),
+    ] {
+        let got = get(&site, &lb, path, &[]).await;
+        assert!(
+            got.body.contains(&format!("backend={want}\n")),
+            "{path}: {}",
+            got.body
+        );
+    }
+    let m = lb.metrics().await;
+    let labels = [("host", "app.test"), ("route", "/api/v2/")];
+    assert_eq!(m.value("tlsedge_http_requests_total", &labels), 1.0);
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_answers_413_431_502_503_504() {
+    let slow = WebBackend::start("slow").await;
+    let http = "      limits:\n        max_body_bytes: 1000\n        response_timeout: 300ms\n        max_header_bytes: 4096\n";
+    let (site, config) = http_site(&[slow.addr], http, "", "");
+    let lb = Lb::start(&config).await;
+    let big = "x".repeat(2000);
+    let got = get(&site, &lb, "/upload", &["--data-binary", &big]).await;
+    assert_eq!(got.status, 413, "{got:?}");
+    let long = format!("X-Long: {}", "y".repeat(8000));
+    let got = get(&site, &lb, "/", &["--http1.1", "-H", &long]).await;
+    assert_eq!(got.status, 431, "{got:?}");
+    let got = get(&site, &lb, "/slow/2000", &[]).await;
+    assert_eq!(got.status, 504, "{got:?}");
+    assert!(got.body.contains("504"));
+    lb.stop().await;
+
+    let dead = common::refused_addr().await;
+    let (site, config) = http_site(&[dead], "", "", "");
+    let lb = Lb::start(&config).await;
+    let got = get(&site, &lb, "/", &[]).await;
+    assert_eq!(got.status, 502, "connect refused: {got:?}");
+    let got = get(&site, &lb, "/", &[]).await;
+    assert_eq!(got.status, 503, "backend cooling down: {got:?}");
+    let m = lb.metrics().await;
+    assert_eq!(
+        m.value("tlsedge_http_requests_total", &[("code", "503")]),
+        1.0
+    );
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_the_connection_does_not_serve_gets_421() {
+    let (a, b) = (WebBackend::start("a").await, WebBackend::start("b").await);
+    let site = Site::new();
+    // One certificate covers both names, as when a browser coalesces connections.
+    ecdsa(&site, "both", &["a.test", "alias.test", "b.test"]);
+    let block = "    mode: http\n";
+    let hosts = format!(
+        "hosts:\n{}{}",
+        host(&["a.test", "alias.test"], &["both"], &[a.addr], block),
+        host(&["b.test"], &["both"], &[b.addr], block)
+    );
+    let lb = Lb::start(&site.config(&hosts)).await;
+    let ca = site.path("ca.pem");
+    let port = lb.addr.port();
+    let port_s = port.to_string();
+    let a_url = format!("https://a.test:{port}/");
+    // curl reuses the HTTP/2 connection to a.test for a second URL whose Host is b.test.
+    let resolve = format!("a.test:{port}:127.0.0.1");
+    let mut cmd = tokio::process::Command::new("curl");
+    for (i, host) in [
+        None,
+        Some("b.test".to_owned()),
+        Some(format!("alias.test:{port_s}")),
+    ]
+    .iter()
+    .enumerate()
+    {
+        if i > 0 {
+            cmd.arg("--next");
+        }
+        cmd.args(["-sS", "--http2", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &resolve]);
+        if let Some(host) = host {
+            cmd.args(["-H", &format!("Host: {host}")]);
+        }
+        cmd.args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{num_connects}\n",
+            &a_url,
+        ]);
+    }
+    let out = cmd.output().await.expect("curl");
+    let lines = String::from_utf8_lossy(&out.stdout).to_string();
+    // One connection (num_connects 1, then 0, 0), three answers.
+    assert_eq!(lines, "200 1\n421 0\n200 0\n");
+    assert_eq!(
+        b.requests(),
+        0,
+        "no backend is asked for a misdirected request"
+    );
+    let m = lb.metrics().await;
+    assert_eq!(
+        m.value("tlsedge_http_misdirected_total", &[("host", "a.test")]),
+        1.0
+    );
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_mib_stream_both_ways_intact() {
+    let backend = WebBackend::start("b0").await;
+    let (site, config) = http_site(&[backend.addr], "", "", "");
+    let lb = Lb::start(&config).await;
+    const LEN: u64 = 64 << 20;
+    let data: Vec<u8> = (0..LEN).map(|i| (i * 7 % 256) as u8).collect();
+    let file = site.path("upload.bin");
+    std::fs::write(&file, &data).expect("write upload");
+    let want_sum = common::web::upload_sum(&data);
+    for flag in ["--http1.1", "--http2"] {
+        let upload = format!("@{}", file.display());
+        let got = get(&site, &lb, "/upload", &[flag, "--data-binary", &upload]).await;
+        assert_eq!(
+            got.body.trim(),
+            format!("bytes={LEN} sum={want_sum}"),
+            "{flag} upload"
+        );
+        let out = site.path("download.bin");
+        let status = tokio::process::Command::new("curl")
+            .args(["-sS", flag, "-o"])
+            .arg(&out)
+            .arg("--cacert")
+            .arg(site.path("ca.pem"))
+            .args([
+                "--resolve",
+                &format!("app.test:{}:127.0.0.1", lb.addr.port()),
+            ])
+            .arg(format!("https://app.test:{}/bytes/{LEN}", lb.addr.port()))
+            .status()
+            .await
+            .expect("curl");
+        assert!(status.success(), "{flag} download");
+        let downloaded = std::fs::read(&out).expect("download");
+        assert_eq!(downloaded.len() as u64, LEN, "{flag} download length");
+        assert!(
+            downloaded
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == common::web::pattern(i as u64)),
+            "{flag} download bytes"
+        );
+    }
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_listener_sends_known_names_to_https() {
+    let backend = WebBackend::start("b0").await;
+    let (_site, config) = http_site(
+        &[backend.addr],
+        "",
+        "",
+        "http_listeners: [\"127.0.0.1:0\"]\n",
+    );
+    let lb = Lb::start(&config).await;
+    let http = lb.http[0];
+    let out = |host: &'static str| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "-i", "-H", &format!("Host: {host}")])
+            .arg(format!("http://{http}/a/b?c=d"))
+            .output()
+            .await
+            .expect("curl");
+        common::web::parse_response(&String::from_utf8_lossy(&out.stdout)).expect("response")
+    };
+    let got = out("App.Test:80").await;
+    assert_eq!(got.status, 308);
+    let location = format!("https://app.test:{}/a/b?c=d", lb.addr.port());
+    assert_eq!(got.header("location"), Some(&*location));
+    assert_eq!(out("other.test").await.status, 404);
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_check_takes_a_failing_backend_out() {
+    let good = WebBackend::start("good").await;
+    let bad = WebBackend::start_failing("bad", 500).await;
+    let extra = "    health_check: { http: { path: /healthz, expect: \"200-399\" }, interval: 100ms, timeout: 1s, fall: 1, rise: 1 }\n";
+    let (site, config) = http_site(&[good.addr, bad.addr], "", extra, "");
+    let lb = Lb::start(&config).await;
+    let bad_label = bad.addr.to_string();
+    lb.wait_metric("tlsedge_backend_up", &[("backend", &bad_label)], 0.0)
+        .await;
+    for _ in 0..6 {
+        let got = get(&site, &lb, "/", &[]).await;
+        assert!(got.body.contains("backend=good"), "{}", got.body);
+    }
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_an_in_flight_request_finish() {
+    let backend = WebBackend::start("b0").await;
+    let (site, config) = http_site(&[backend.addr], "", "", "");
+    let lb = Lb::start(&config).await;
+    let ca = site.path("ca.pem");
+    let port = lb.addr.port();
+    let request =
+        tokio::spawn(async move { curl(&ca, "app.test", port, "/slow/700", &["--http2"]).await });
+    common::wait_for("request in flight", PATIENCE, || async {
+        lb.metrics()
+            .await
+            .value("tlsedge_http_requests_active", &[])
+            == 1.0
+    })
+    .await;
+    lb.stop().await;
+    let got = request.await.expect("request task");
+    assert_eq!(got.status, 200, "{got:?}");
+    assert!(got.body.contains("slept=700"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = WebBackend::start("b0").await;
+    let http = "      limits:\n        header_timeout: 1s\n";
+    let (site, config) = http_site(&[backend.addr], http, "", "");
+    let lb = Lb::start(&config).await;
+    let client = common::ClientOpts {
+        alpn: vec!["http/1.1"],
+        ..Default::default()
+    }
+    .build(&site.ca);
+    let mut slow = common::connect(lb.addr, "app.test", &client)
+        .await
+        .expect("tls");
+    let started = tokio::time::Instant::now();
+    let request = b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed_after = None;
+    for byte in request {
+        if slow.write_all(&[*byte]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        // A well-behaved client meanwhile is served.
+        if started.elapsed() < Duration::from_millis(300) {
+            assert_eq!(get(&site, &lb, "/", &[]).await.status, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
+        {
+            closed_after = Some(started.elapsed());
+            let _ = n;
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("the slow client was closed");
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "closed after {closed_after:?}"
+    );
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "closed after {closed_after:?}"
+    );
+    let m = lb.metrics().await;
+    assert_eq!(
+        m.value(
+            "tlsedge_http_protocol_errors_total",
+            &[("reason", "header_timeout")]
+        ),
+        1.0
+    );
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_urllib_and_websocket_clients() {
+    let backend = WebBackend::start("b0").await;
+    let (site, config) = http_site(&[backend.addr], "", "", "");
+    let lb = Lb::start(&config).await;
+    let port = lb.addr.port();
+    let ca = site.path("ca.pem");
+    // urllib resolves the name itself: the connection goes to 127.0.0.1 with SNI and Host app.test.
+    let script = format!(
+        r#"
+import ssl, socket, urllib.request, http.client
+ctx = ssl.create_default_context(cafile={ca:?})
+orig = socket.getaddrinfo
+socket.getaddrinfo = lambda host, *a, **k: orig("127.0.0.1" if host == "app.test" else host, *a, **k)
+body = urllib.request.urlopen("https://app.test:{port}/py", context=ctx, timeout=10).read().decode()
+assert "backend=b0" in body and "path=/py" in body, body
+conn = http.client.HTTPSConnection("app.test", {port}, context=ctx, timeout=10)
+for i in range(3):
+    conn.request("POST", "/upload", body=b"z" * 1000)
+    assert conn.getresponse().read().decode().startswith("bytes=1000"), i
+print("ok")
+"#
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .await
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lb.stop().await;
+}
