@@ -467,3 +467,173 @@ print("ok")
     );
     lb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_relays_both_ways() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    // A Python `websockets` echo server as the backend; it prints its port.
+    let server = r#"
+import asyncio, websockets
+async def echo(ws):
+    async for message in ws:
+        await ws.send("echo:" + message)
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", 0) as srv:
+        print(srv.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+    let mut backend = tokio::process::Command::new("python3")
+        .args(["-c", server])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 websockets server (pip install websockets)");
+    let mut line = String::new();
+    let stdout = backend.stdout.take().expect("stdout");
+    tokio::time::timeout(PATIENCE, BufReader::new(stdout).read_line(&mut line))
+        .await
+        .expect("backend prints its port")
+        .expect("read port");
+    let port: u16 = line.trim().parse().expect("port");
+    let (site, config) = http_site(&[SocketAddr::from(([127, 0, 0, 1], port))], "", "", "");
+    let lb = Lb::start(&config).await;
+    let client = format!(
+        r#"
+import asyncio, ssl, websockets
+async def main():
+    ctx = ssl.create_default_context(cafile={ca:?})
+    async with websockets.connect("wss://app.test:{port}/chat", ssl=ctx, host="127.0.0.1", port={port}) as ws:
+        for text in ["one", "two", "x" * 100000]:
+            await ws.send(text)
+            assert await ws.recv() == "echo:" + text
+    print("ok")
+asyncio.run(main())
+"#,
+        ca = site.path("ca.pem"),
+        port = lb.addr.port()
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &client])
+        .output()
+        .await
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = lb.metrics().await;
+    assert_eq!(
+        m.value("tlsedge_http_requests_total", &[("code", "101")]),
+        1.0
+    );
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_backends_by_prior_knowledge_and_by_alpn_over_tls() {
+    let h2 = WebBackend::start_h2("h2").await;
+    let (site, config) = http_site(&[h2.addr], "      backend_protocol: h2\n", "", "");
+    let lb = Lb::start(&config).await;
+    for flag in ["--http1.1", "--http2"] {
+        let got = get(&site, &lb, "/x", &[flag]).await;
+        assert_eq!(got.status, 200, "{flag}: {got:?}");
+        assert!(
+            got.body.contains("version=HTTP/2.0"),
+            "{flag}: {}",
+            got.body
+        );
+        let port = lb.addr.port();
+        let authority = format!("authority=app.test:{port}");
+        assert!(got.body.contains(&authority), "{flag}: {}", got.body);
+    }
+    assert_eq!(h2.accepted(), 1, "one shared HTTP/2 backend connection");
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_negotiates_http2_by_alpn_and_headers_are_set() {
+    let internal = Site::new();
+    let issued = internal
+        .ca
+        .issue(&["app.internal"], tlsedge::pki::KeyKind::Ecdsa)
+        .expect("backend cert");
+    let backend = WebBackend::start_tls("secure", &issued).await;
+    let http = "      hsts: 365d\n      client_cert_header: x-client-cert-subject\n";
+    let extra = "    backend_tls: { ca: internal-ca.pem, server_name: app.internal }\n";
+    let (site, config) = http_site(&[backend.addr], http, extra, "");
+    site.write("internal-ca.pem", &internal.ca.cert_pem());
+    let lb = Lb::start(&config).await;
+    let got = get(
+        &site,
+        &lb,
+        "/",
+        &["--http1.1", "-H", "X-Client-Cert-Subject: CN=forged"],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert!(got.body.contains("backend=secure"), "{}", got.body);
+    assert!(
+        got.body.contains("version=HTTP/2.0"),
+        "auto picks h2 by ALPN: {}",
+        got.body
+    );
+    assert_eq!(
+        got.echoed("x-client-cert-subject"),
+        None,
+        "a client's own header is removed"
+    );
+    assert_eq!(
+        got.header("strict-transport-security"),
+        Some("max-age=31536000")
+    );
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_outlives_the_header_timeout_and_ends_at_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = WebBackend::start("b0").await;
+    let http = "      limits:\n        header_timeout: 300ms\n        idle_timeout: 1s\n";
+    let (site, config) = http_site(&[backend.addr], http, "", "");
+    let lb = Lb::start(&config).await;
+    let client = common::ClientOpts {
+        alpn: vec!["http/1.1"],
+        ..Default::default()
+    }
+    .build(&site.ca);
+    let mut tls = common::connect(lb.addr, "app.test", &client)
+        .await
+        .expect("tls");
+    let request = b"GET /slow/0 HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    for round in 0..2 {
+        tls.write_all(request).await.expect("send");
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("slept=0") {
+            let mut buf = [0u8; 4096];
+            let n = tls.read(&mut buf).await.expect("read");
+            assert!(n > 0, "round {round}: closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        // Idle for twice the header timeout: an idle keep-alive connection is not a slow head.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let idle_since = tokio::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(PATIENCE, tls.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "closed, not answered: {n:?}");
+    assert!(idle_since.elapsed() < Duration::from_secs(2));
+    let m = lb.metrics().await;
+    assert_eq!(m.value("tlsedge_http_protocol_errors_total", &[]), 0.0);
+    lb.wait_metric(
+        "tlsedge_connections_closed_total",
+        &[("outcome", "idle_timeout")],
+        1.0,
+    )
+    .await;
+    lb.stop().await;
+}

@@ -8,21 +8,22 @@
 //! flight for `limits.idle_timeout`). Upgraded requests (WebSocket) are relayed by tasks the
 //! connection waits for, so they drain with it.
 
+pub mod activity;
 pub mod body;
 pub mod client;
 pub mod headers;
 pub mod redirect;
 pub mod service;
+pub mod upgrade;
 
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::header::HeaderValue;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -36,6 +37,7 @@ use crate::metrics::events::Closed;
 use crate::runtime::Runtime;
 use crate::snapshot::{Host, Snapshot};
 use crate::upstream::Pool;
+use activity::{Activity, Expired, HeadWatch};
 use client::Conns;
 
 /// A host's HTTP side, as served: settings, routes and the pooled backend connections.
@@ -123,8 +125,8 @@ pub struct ConnCtx {
     pub client_subject: Option<HeaderValue>,
     /// Whether the client may bring its own forwarding headers.
     pub trusted: bool,
-    /// Requests in flight and the time of the last one's end, for the idle timeout.
-    pub activity: Activity,
+    /// Requests in flight and the request-head clock, for the idle and header timeouts.
+    pub activity: Arc<Activity>,
     /// Body bytes each way, for the connection's close line.
     pub bytes_in: AtomicU64,
     /// Body bytes from backends to the client.
@@ -135,57 +137,13 @@ pub struct ConnCtx {
     pub shutdown: Shutdown,
 }
 
-/// Requests in flight on a connection and when the last one ended.
+/// A request in flight (see [`ConnCtx::begin`]).
 #[derive(Debug)]
-pub struct Activity {
-    started: Instant,
-    in_flight: AtomicUsize,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn mark(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Resolves once no request has been in flight for `limit`.
-    async fn idle_for(&self, limit: std::time::Duration) {
-        loop {
-            let last = self.started
-                + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let due = last + limit;
-            if Instant::now() >= due && self.in_flight.load(Ordering::Relaxed) == 0 {
-                return;
-            }
-            // A request in flight: look again one period later (its end moves `last`).
-            let wake = if due > Instant::now() {
-                due
-            } else {
-                Instant::now() + limit
-            };
-            tokio::time::sleep_until(wake).await;
-        }
-    }
-}
-
-/// A request in flight (see [`Activity::begin`]).
-#[derive(Debug)]
-pub struct InFlight(Arc<ConnCtx>);
+pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let activity = &self.0.activity;
-        activity.mark();
-        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.end();
     }
 }
 
@@ -227,14 +185,14 @@ where
             .trusted
             .iter()
             .any(|net| net.contains(&session.ends.client.ip().to_canonical())),
-        activity: Activity::new(),
+        activity: Arc::new(Activity::new()),
         bytes_in: AtomicU64::new(0),
         bytes_out: AtomicU64::new(0),
         upgrades: TaskTracker::new(),
         shutdown: shutdown.clone(),
     });
     let h2 = session.negotiated.alpn.as_deref() == Some("h2");
-    let io = TokioIo::new(tls);
+    let io = TokioIo::new(HeadWatch::new(tls, Arc::clone(&ctx.activity)));
     let svc = {
         let ctx = Arc::clone(&ctx);
         hyper::service::service_fn(move |req| service::handle(Arc::clone(&ctx), req))
@@ -250,17 +208,20 @@ where
             .max_local_error_reset_streams(limits.h2_max_error_resets)
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
         let conn = builder.serve_connection(io, svc);
-        drive(&ctx, conn, |c| c.graceful_shutdown()).await
+        // HTTP/2 frames (pings, settings) flow between requests: only the idle clock applies.
+        drive(&ctx, conn, None, |c| c.graceful_shutdown()).await
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
+            // The header clock is ours (see `activity`): hyper's would also cut idle keep-alive.
+            .header_read_timeout(None)
             .max_headers(limits.max_headers)
             .max_header_size(limits.max_header_bytes)
             .max_buf_size(limits.max_header_bytes.max(8192) + 8192);
         let conn = builder.serve_connection(io, svc).with_upgrades();
-        drive(&ctx, conn, |c| c.graceful_shutdown()).await
+        let header = Some(limits.header_timeout);
+        drive(&ctx, conn, header, |c| c.graceful_shutdown()).await
     };
     Closed {
         outcome,
@@ -275,6 +236,7 @@ where
 async fn drive<C, E>(
     ctx: &Arc<ConnCtx>,
     conn: C,
+    header: Option<std::time::Duration>,
     graceful_shutdown: impl Fn(Pin<&mut C>),
 ) -> Outcome
 where
@@ -297,11 +259,17 @@ where
                 closing = true;
                 graceful_shutdown(conn.as_mut());
             }
-            () = ctx.activity.idle_for(idle), if !closing => {
-                closing = true;
-                outcome = Outcome::IdleTimeout;
-                graceful_shutdown(conn.as_mut());
-            }
+            expired = ctx.activity.expired(idle, header), if !closing => match expired {
+                Expired::Idle => {
+                    closing = true;
+                    outcome = Outcome::IdleTimeout;
+                    graceful_shutdown(conn.as_mut());
+                }
+                Expired::Header => {
+                    outcome = crate::metrics::http::header_timeout(&ctx.rt.metrics, &ctx.host.label);
+                    break None;
+                }
+            },
         }
     };
     if let Some(Err(e)) = result {
@@ -317,94 +285,9 @@ where
 
 impl ConnCtx {
     /// A request started; it counts as in flight until the guard drops.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
-    }
-}
-
-/// Relays an upgraded connection both ways until both sides close, or until nothing moved
-/// for `idle` (checked once per `idle` period, so it cuts after one to two periods).
-async fn upgrade_relay<A, B>(
-    a: &mut A,
-    b: &mut B,
-    idle: std::time::Duration,
-) -> std::io::Result<(u64, u64)>
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut a, mut b) = (Watched::new(a), Watched::new(b));
-    let seen = Arc::clone(&a.seen);
-    let seen_b = Arc::clone(&b.seen);
-    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
-    let watch = async {
-        let mut last = (0, 0);
-        loop {
-            tokio::time::sleep(idle).await;
-            let now = (seen.load(Ordering::Relaxed), seen_b.load(Ordering::Relaxed));
-            if now == last {
-                return;
-            }
-            last = now;
-        }
-    };
-    tokio::select! {
-        result = copy => result,
-        () = watch => Err(std::io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// A stream that counts the bytes read from it, for [`upgrade_relay`]'s idle check.
-struct Watched<'a, T> {
-    inner: &'a mut T,
-    seen: Arc<AtomicU64>,
-}
-
-impl<'a, T> Watched<'a, T> {
-    fn new(inner: &'a mut T) -> Self {
-        Self {
-            inner,
-            seen: Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        self.seen.fetch_add(read as u64, Ordering::Relaxed);
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    pub fn begin(&self) -> InFlight {
+        self.activity.begin();
+        InFlight(Arc::clone(&self.activity))
     }
 }
 

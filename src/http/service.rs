@@ -12,7 +12,6 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, timeout};
 
 use super::body::{self, ProxyBody, RequestBody, ResponseBody};
@@ -157,7 +156,7 @@ async fn proxy(
     done.status = response.status().as_u16();
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching && let Some(client_upgrade) = client_upgrade {
-        relay_upgrade(ctx, client_upgrade, hyper::upgrade::on(&mut response));
+        super::upgrade::relay(ctx, client_upgrade, hyper::upgrade::on(&mut response));
     }
     let (mut parts, incoming) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers, switching);
@@ -397,29 +396,6 @@ async fn connection(ctx: &ConnCtx, r: &RouteRef<'_>, index: usize) -> Option<(Se
             None
         }
     }
-}
-
-/// Relays an upgraded request (WebSocket) both ways once both sides have switched, as a
-/// task the connection waits for.
-fn relay_upgrade(
-    ctx: &Arc<ConnCtx>,
-    client: hyper::upgrade::OnUpgrade,
-    backend: hyper::upgrade::OnUpgrade,
-) {
-    let idle = ctx.snapshot.timeouts.idle;
-    let abort = ctx.shutdown.abort.clone();
-    let task = async move {
-        let (Ok(client), Ok(backend)) = (client.await, backend.await) else {
-            return;
-        };
-        let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-        let relay = super::upgrade_relay(&mut client, &mut backend, idle);
-        tokio::select! {
-            result = relay => tracing::debug!(result = ?result, "upgraded connection closed"),
-            () = abort.cancelled() => tracing::debug!("upgraded connection cut at the drain deadline"),
-        }
-    };
-    ctx.upgrades.spawn(task);
 }
 
 /// A new request id: 128 bits, unique per process (a random prefix chosen at start and a

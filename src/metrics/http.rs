@@ -239,6 +239,20 @@ pub fn connection_error(
     super::Outcome::ClientError
 }
 
+/// A client began a request head and did not finish it within `header_timeout` (a slowloris
+/// client, or a stalled one): its connection is closed.
+pub fn header_timeout(m: &Metrics, host: &Arc<str>) -> super::Outcome {
+    let reason = "header_timeout";
+    tracing::info!(
+        reason,
+        "HTTP request head not complete in time, connection closed"
+    );
+    m.with(|| {
+        counter!(HTTP_PROTOCOL_ERRORS, "host" => Arc::clone(host), "reason" => reason).increment(1)
+    });
+    super::Outcome::ClientError
+}
+
 fn protocol_error_reason(error: &(dyn std::error::Error + 'static)) -> &'static str {
     match error.downcast_ref::<hyper::Error>() {
         Some(e) if e.is_timeout() => "header_timeout",

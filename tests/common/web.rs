@@ -60,7 +60,30 @@ impl WebBackend {
         Self::start_with(name, false, Some(status)).await
     }
 
+    /// A TLS backend presenting `issued`, offering ALPN `h2` and `http/1.1` (HTTP/2 when the
+    /// client picks it).
+    pub async fn start_tls(name: &str, issued: &tlsedge::pki::Issued) -> Self {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
+        let chain = vec![CertificateDer::from(issued.cert_der.clone())];
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("backend TLS config");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::start_inner(name, false, None, Some(Arc::new(config))).await
+    }
+
     async fn start_with(name: &str, h2: bool, fixed: Option<u16>) -> Self {
+        Self::start_inner(name, h2, fixed, None).await
+    }
+
+    async fn start_inner(
+        name: &str,
+        h2: bool,
+        fixed: Option<u16>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
@@ -77,21 +100,22 @@ impl WebBackend {
                     };
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let (name, requests) = (Arc::clone(&name), Arc::clone(&requests));
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
                             requests.fetch_add(1, Ordering::SeqCst);
                             answer(Arc::clone(&name), req, fixed)
                         });
-                        let io = TokioIo::new(stream);
-                        if h2 {
-                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                                .serve_connection(io, svc)
-                                .await;
-                        } else {
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(io, svc)
-                                .with_upgrades()
-                                .await;
+                        match tls {
+                            None => serve_http(stream, h2, svc).await,
+                            Some(config) => {
+                                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                                let Ok(secure) = acceptor.accept(stream).await else {
+                                    return;
+                                };
+                                let h2 = secure.get_ref().1.alpn_protocol() == Some(b"h2");
+                                serve_http(secure, h2, svc).await;
+                            }
                         }
                     });
                 }
@@ -113,6 +137,26 @@ impl WebBackend {
     /// Requests answered so far.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_http<IO, S>(io: IO, h2: bool, svc: S)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = TokioIo::new(io);
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .with_upgrades()
+            .await;
     }
 }
 
