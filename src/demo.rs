@@ -1,6 +1,8 @@
 //! `tlsedge demo`: a self-contained showcase. It makes a demo CA and certificates for two hosts,
 //! starts two small HTTP backends on loopback, writes a configuration file next to the
-//! certificates, and serves it through the normal start-up path.
+//! certificates, and serves it through the normal start-up path. `app.tlsedge.test` is in
+//! `http` mode (HTTP/1.1 and HTTP/2, per-request balancing, forwarding headers, HSTS); the
+//! wildcard host is in `tcp` mode (a byte relay after TLS).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -88,7 +90,10 @@ pub async fn prepare(
          \x20   certs:\n\
          \x20     - {{ cert: app.pem, key: app.key }}\n\
          \x20     - {{ cert: app-rsa.pem, key: app-rsa.key }}\n\
-         \x20   alpn: [http/1.1]\n\
+         \x20   mode: http\n\
+         \x20   http:\n\
+         \x20     hsts: 1d\n\
+         \x20     via: true\n\
          \x20   balance: round_robin\n\
          \x20   backends:\n\
          \x20     - {{ address: \"{b1}\" }}\n\
@@ -118,7 +123,7 @@ pub fn instructions(files: &DemoFiles, tls: SocketAddr, admin: Option<SocketAddr
     let (ip, port) = (tls.ip(), tls.port());
     let mut text = format!(
         "tlsedge demo is running (config: {config}). Try:\n\
-         \x20 curl --cacert {ca} --resolve {APP_HOST}:{port}:{ip} https://{APP_HOST}:{port}/\n\
+         \x20 curl --cacert {ca} --resolve {APP_HOST}:{port}:{ip} --http2 -i https://{APP_HOST}:{port}/\n\
          \x20 curl --cacert {ca} --resolve {WILDCARD_EXAMPLE}:{port}:{ip} https://{WILDCARD_EXAMPLE}:{port}/\n\
          \x20 openssl s_client -connect {tls} -servername {APP_HOST} -CAfile {ca} </dev/null\n",
         config = files.config.display(),
@@ -161,8 +166,14 @@ async fn start_backend(n: u32) -> Result<SocketAddr, DemoError> {
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or("")
                     .to_owned();
+                let forwarded = req
+                    .headers()
+                    .get("x-forwarded-for")
+                    .and_then(|h| h.to_str().ok())
+                    .map(|f| format!(", x-forwarded-for {f}"))
+                    .unwrap_or_default();
                 let body = format!(
-                    "hello from demo backend {n} (host {host}, path {})\n",
+                    "hello from demo backend {n} (host {host}, path {}{forwarded})\n",
                     req.uri().path()
                 );
                 async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }

@@ -86,7 +86,12 @@ pub async fn handle(
             done.answer = Some(answer);
             let mut response = Response::new(body::text(answer.text()));
             *response.status_mut() = answer.status();
-            finish_headers(&ctx, response.headers_mut(), done.request_id.as_deref());
+            finish_headers(
+                &ctx,
+                response.headers_mut(),
+                done.request_id.as_deref(),
+                None,
+            );
             done.status = answer.status().as_u16();
             events::request_done(&ctx, &done, true, 0);
             response
@@ -127,7 +132,7 @@ async fn proxy(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
     let mut head = parts.headers;
-    rewrite_request(ctx, &mut head, &authority, upgrade);
+    rewrite_request(ctx, &mut head, &authority, upgrade, parts.version);
     let bodiless = incoming.is_end_stream();
     let seen = Arc::clone(&done.bytes_in);
     let request = Outgoing {
@@ -165,7 +170,8 @@ async fn proxy(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    finish_headers(ctx, &mut parts.headers, done.request_id.as_deref());
+    let via = Some(parts.version);
+    finish_headers(ctx, &mut parts.headers, done.request_id.as_deref(), via);
     parts.version = Version::default();
     // Only a complete exchange leaves an HTTP/1.1 connection reusable (not an upgraded one).
     let reusable = match sender {
@@ -236,8 +242,15 @@ impl Outgoing {
     }
 }
 
-/// The request-side header rewrites: hop-by-hop, forwarding, client certificate, `Via`.
-fn rewrite_request(ctx: &ConnCtx, head: &mut HeaderMap, authority: &str, upgrade: bool) {
+/// The request-side header rewrites: hop-by-hop, forwarding, client certificate, `Via` (with
+/// the protocol the request was `received` in).
+fn rewrite_request(
+    ctx: &ConnCtx,
+    head: &mut HeaderMap,
+    authority: &str,
+    upgrade: bool,
+    received: Version,
+) {
     let config = &ctx.http.config;
     headers::remove_hop_by_hop(head, upgrade);
     if upgrade {
@@ -256,19 +269,27 @@ fn rewrite_request(ctx: &ConnCtx, head: &mut HeaderMap, authority: &str, upgrade
         }
     }
     if config.via {
-        headers::add_via(head, Version::HTTP_11);
+        headers::add_via(head, received);
     }
 }
 
-/// The response-side additions: HSTS, `Via`, the request id.
-fn finish_headers(ctx: &ConnCtx, head: &mut HeaderMap, request_id: Option<&str>) {
+/// The response-side additions: HSTS, `Via` for a response `received` from a backend in that
+/// protocol, the request id.
+fn finish_headers(
+    ctx: &ConnCtx,
+    head: &mut HeaderMap,
+    request_id: Option<&str>,
+    received: Option<Version>,
+) {
     let config = &ctx.http.config;
     if let Some(hsts) = &ctx.http.hsts {
         head.entry(header::STRICT_TRANSPORT_SECURITY)
             .or_insert_with(|| hsts.clone());
     }
-    if config.via {
-        headers::add_via(head, Version::HTTP_11);
+    if config.via
+        && let Some(version) = received
+    {
+        headers::add_via(head, version);
     }
     if let (Some(name), Some(id)) = (&config.request_id, request_id)
         && let Ok(value) = HeaderValue::from_str(id)
