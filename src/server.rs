@@ -212,6 +212,7 @@ impl Server {
         }
         let upkeep = tokio::spawn(upkeep(Arc::clone(&rt)));
         let health = tokio::spawn(crate::upstream::probe::run(Arc::clone(&rt)));
+        let sweep = tokio::spawn(crate::http::client::sweep_idle(Arc::clone(&rt)));
         let dns_refresh = tokio::spawn(crate::upstream::dns::run(
             Arc::clone(&rt),
             snapshot.config.start.reload.dns_refresh,
@@ -226,6 +227,7 @@ impl Server {
         drain(&life, rt.snapshot.load().timeouts.drain).await;
         upkeep.abort();
         health.abort();
+        sweep.abort();
         dns_refresh.abort();
         admin_stop.cancel();
         let _ = watcher.await;

@@ -104,6 +104,23 @@ impl Conns {
         }
     }
 
+    /// Closes idle HTTP/1.1 connections older than `max_idle` (and forgets a closed HTTP/2 one),
+    /// so a backend never sees a connection of ours sit idle past its own keep-alive timeout.
+    pub fn sweep(&self, max_idle: Duration) {
+        // Oldest first: the list is in check-in order.
+        let mut idle = self.lock_idle();
+        let expired = idle
+            .iter()
+            .position(|(_, since)| since.elapsed() < max_idle)
+            .unwrap_or(idle.len());
+        idle.drain(..expired);
+        drop(idle);
+        let mut shared = self.lock_shared();
+        if shared.as_ref().is_some_and(http2::SendRequest::is_closed) {
+            *shared = None;
+        }
+    }
+
     /// Keeps a new HTTP/2 connection for every request to this backend.
     fn share(&self, sender: &http2::SendRequest<ProxyBody>) {
         *self.lock_shared() = Some(sender.clone());
@@ -162,4 +179,27 @@ pub async fn one_request(
     let conns = Conns::default();
     let mut sender = conns.handshake(io, h2).await?;
     sender.send(req).await.map_err(TrySendError::into_error)
+}
+
+/// How often idle backend connections are looked at.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// Closes expired idle backend connections of every HTTP host, until aborted. (Connections
+/// of an older snapshot close when it is dropped.)
+pub(crate) async fn sweep_idle(rt: std::sync::Arc<crate::runtime::Runtime>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let snapshot = rt.snapshot.load_full();
+        for host in &snapshot.hosts {
+            if let crate::snapshot::Mode::Http(http) = &host.mode {
+                let max_idle = http.config.backend_idle;
+                let routes = http.routes.iter().flat_map(|r| &r.conns);
+                for conns in http.conns.iter().chain(routes) {
+                    conns.sweep(max_idle);
+                }
+            }
+        }
+    }
 }

@@ -700,6 +700,7 @@ pub fn ecdsa(site: &Site, stem: &str, names: &[&str]) -> Issued {
     site.cert(stem, names, KeyKind::Ecdsa)
 }
 pub mod files;
+pub mod process;
 pub mod web;
 
 /// A client certificate for `client.test` issued by `ca`, for mutual TLS.

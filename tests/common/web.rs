@@ -31,6 +31,7 @@ pub struct WebBackend {
     /// Its address.
     pub addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     /// Requests answered.
     requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -89,16 +90,20 @@ impl WebBackend {
             .expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let name: Arc<str> = Arc::from(name);
         let task = {
             let (accepted, requests) = (Arc::clone(&accepted), Arc::clone(&requests));
+            let open = Arc::clone(&open);
             tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         return;
                     };
                     accepted.fetch_add(1, Ordering::SeqCst);
+                    open.fetch_add(1, Ordering::SeqCst);
+                    let open = Arc::clone(&open);
                     let (name, requests) = (Arc::clone(&name), Arc::clone(&requests));
                     let tls = tls.clone();
                     tokio::spawn(async move {
@@ -117,6 +122,7 @@ impl WebBackend {
                                 serve_http(secure, h2, svc).await;
                             }
                         }
+                        open.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
             })
@@ -124,6 +130,7 @@ impl WebBackend {
         Self {
             addr,
             accepted,
+            open,
             requests,
             task,
         }
@@ -132,6 +139,11 @@ impl WebBackend {
     /// TCP connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Requests answered so far.

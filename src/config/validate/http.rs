@@ -258,7 +258,90 @@ fn parse_status_range(text: &str) -> Option<RangeInclusive<u16>> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::time::SystemTime;
+
     use super::parse_status_range;
+    use crate::config::load;
+    use crate::config::problem::Scope;
+    use crate::config::validate::validate;
+
+    const FILE: &str = "/nonexistent/tlsedge.yaml";
+
+    /// The config-level problems of one host `a.test` with `lines` (indented four spaces) and
+    /// top-level `top`, as `place: message`.
+    fn problems(top: &str, lines: &str) -> Vec<String> {
+        let text = format!(
+            "listeners: [\"127.0.0.1:443\"]\n{top}hosts:\n  - names: [a.test]\n    certs: [{{ cert: a.pem, key: a.key }}]\n    backends: [{{ address: \"127.0.0.1:8080\" }}]\n{lines}"
+        );
+        let raw = load::parse(&text, Path::new(FILE)).expect("parses");
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let (_, found) = validate(&raw, Path::new(FILE), &provider, SystemTime::now());
+        found
+            .into_iter()
+            .filter(|p| p.scope == Scope::Config)
+            .map(|p| format!("{}: {}", p.place, p.issue))
+            .collect()
+    }
+
+    #[test]
+    fn http_settings_are_checked_and_named() {
+        assert_eq!(problems("", "    mode: http\n"), Vec::<String>::new());
+        let at = "hosts[0] (a.test)";
+        assert_eq!(
+            problems("", "    http: { via: true }\n"),
+            [format!("{at}: http: applies to mode http only")]
+        );
+        assert_eq!(
+            problems("", "    mode: http\n    proxy_protocol: v2\n"),
+            [format!("{at}: proxy_protocol: applies to mode tcp only")]
+        );
+        assert_eq!(
+            problems("", "    mode: http\n    alpn: [h2, smtp]\n"),
+            [format!(
+                "{at}: alpn[1]: invalid ALPN protocol for mode http \"smtp\" (expected h2 or http/1.1)"
+            )]
+        );
+        let routes = "    mode: http\n    http:\n      request_id: \"bad header\"\n      routes:\n        - { path: api, backends: [{ address: \"127.0.0.1:1\" }] }\n        - { path: api, backends: [] }\n      limits: { max_headers: 0, idle_timeout: 8d }\n";
+        assert_eq!(
+            problems("", routes),
+            [
+                format!(
+                    "{at}: http.routes[0].path: invalid route path \"api\" (expected a path prefix starting with /, e.g. /api/)"
+                ),
+                format!(
+                    "{at}: http.routes[1].path: invalid route path \"api\" (expected a path prefix starting with /, e.g. /api/)"
+                ),
+                format!("{at}: http.routes[1].path: path \"api\" is already routed by routes[0]"),
+                format!("{at}: http.routes[1].backends: must not be empty"),
+                format!(
+                    "{at}: http.request_id: invalid header name \"bad header\" (expected a token such as x-request-id)"
+                ),
+                format!("{at}: http.limits.idle_timeout: 8days is more than the maximum of 7days"),
+                format!("{at}: http.limits.max_headers: must be greater than zero"),
+            ]
+        );
+        let probe = "    health_check: { http: { path: healthz, expect: 5xx } }\n";
+        assert_eq!(
+            problems("", probe),
+            [
+                format!(
+                    "{at}: health_check.http.path: invalid probe path \"healthz\" (expected a path such as /healthz)"
+                ),
+                format!(
+                    "{at}: health_check.http.expect: invalid status range \"5xx\" (expected a status or a range such as 200-399)"
+                ),
+            ]
+        );
+        assert_eq!(
+            problems("http_listeners: [\"127.0.0.1:443\", \"nope\"]\n", ""),
+            [
+                "http_listeners[0]: address 127.0.0.1:443 is already used by listeners[0]"
+                    .to_owned(),
+                "http_listeners[1]: invalid socket address \"nope\" (expected ip:port)".to_owned(),
+            ]
+        );
+    }
 
     #[test]
     fn status_ranges() {
