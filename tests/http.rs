@@ -741,3 +741,33 @@ async fn the_process_streams_64_mib_in_bounded_memory_and_logs_json_request_line
         "peak RSS grew {grew} KiB while streaming 2 × 64 MiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verified_client_certificate_subject_reaches_the_backend() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = WebBackend::start("b0").await;
+    let http = "      client_cert_header: x-client-cert-subject\n";
+    let extra = "    client_auth: { ca: ca.pem, mode: required }\n";
+    let (site, config) = http_site(&[backend.addr], http, extra, "");
+    let lb = Lb::start(&config).await;
+    let client = common::ClientOpts {
+        alpn: vec!["http/1.1"],
+        identity: Some(common::client_identity(&site.ca)),
+        ..Default::default()
+    }
+    .build(&site.ca);
+    let mut tls = common::connect(lb.addr, "app.test", &client)
+        .await
+        .expect("mTLS");
+    let request = "GET / HTTP/1.1\r\nHost: app.test\r\nX-Client-Cert-Subject: CN=forged\r\nConnection: close\r\n\r\n";
+    tls.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut raw))
+        .await
+        .expect("answer");
+    let got = common::web::parse_response(&String::from_utf8_lossy(&raw)).expect("response");
+    let subject = got.echoed("x-client-cert-subject").expect("subject header");
+    assert!(subject.contains("client.test"), "{subject}");
+    assert!(!subject.contains("forged"), "{subject}");
+    lb.stop().await;
+}

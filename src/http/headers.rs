@@ -31,8 +31,15 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Removes the hop-by-hop headers: the fixed list and every header `Connection` names. An
 /// upgrade keeps `Upgrade` (and gets `Connection: upgrade` back from the caller); otherwise
-/// `Upgrade` goes too.
+/// `Upgrade` goes too. `TE: trailers` stays: it is the one `TE` value HTTP/2 allows, and gRPC
+/// servers require it.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -48,6 +55,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if !keep_upgrade {
         headers.remove(header::UPGRADE);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -218,7 +228,7 @@ mod tests {
             ("connection", "keep-alive, x-secret"),
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
-            ("te", "trailers"),
+            ("te", "gzip"),
             ("transfer-encoding", "chunked"),
             ("upgrade", "websocket"),
             ("x-kept", "yes"),
@@ -226,6 +236,13 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["x-kept"]);
+        let mut grpc = map(&[("te", "trailers, deflate")]);
+        remove_hop_by_hop(&mut grpc, false);
+        assert_eq!(
+            get(&grpc, "te"),
+            Some("trailers"),
+            "gRPC's TE: trailers is kept"
+        );
     }
 
     #[test]

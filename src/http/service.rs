@@ -93,7 +93,7 @@ pub async fn handle(
                 None,
             );
             done.status = answer.status().as_u16();
-            events::request_done(&ctx, &done, true, 0);
+            finish(&ctx, &done, true, 0);
             response
         }
     })
@@ -184,12 +184,19 @@ async fn proxy(
         if complete && let Some(h1) = reusable {
             route_ref(&ctx_end, route).conns[backend].checkin(h1);
         }
-        ctx_end.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-        events::request_done(&ctx_end, &done, complete, bytes_out);
+        finish(&ctx_end, &done, complete, bytes_out);
         drop(in_flight);
     });
     let body = ResponseBody::new(incoming, on_end).boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// A request ended: its bytes join the connection's, and it is logged and counted.
+fn finish(ctx: &ConnCtx, done: &RequestDone, complete: bool, bytes_out: u64) {
+    let bytes_in = done.bytes_in.load(Ordering::Relaxed);
+    ctx.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+    ctx.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+    events::request_done(ctx, done, complete, bytes_out);
 }
 
 /// The client's authority as sent (with its port), for the backend's `Host`/`:authority`.
