@@ -28,15 +28,54 @@ fn http_site(
     (site, config)
 }
 
+/// A TLS connection to `app.test` offering only HTTP/1.1, with a client certificate if given.
+async fn h1_connection(
+    site: &Site,
+    lb: &Lb,
+    identity: Option<tlsedge::pki::Issued>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let client = common::ClientOpts {
+        alpn: vec!["http/1.1"],
+        identity,
+        ..Default::default()
+    }
+    .build(&site.ca);
+    common::connect(lb.addr, "app.test", &client)
+        .await
+        .expect("TLS handshake")
+}
+
+/// One backend `b0` behind an HTTP host (see [`http_site`]), the server started.
+async fn one_backend(http: &str, extra: &str, top: &str) -> (WebBackend, Site, Lb) {
+    let backend = WebBackend::start("b0").await;
+    let (site, config) = http_site(&[backend.addr], http, extra, top);
+    let lb = Lb::start(&config).await;
+    (backend, site, lb)
+}
+
+/// Runs a Python script that prints `ok` when all its assertions held.
+async fn python_says_ok(script: &str) {
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .await
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 async fn get(site: &Site, lb: &Lb, path: &str, args: &[&str]) -> Got {
     curl(&site.path("ca.pem"), "app.test", lb.addr.port(), path, args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_http2_reach_the_backend_with_forwarding_headers() {
-    let backend = WebBackend::start("b0").await;
-    let (site, config) = http_site(&[backend.addr], "", "", "");
-    let lb = Lb::start(&config).await;
+    let (_backend, site, lb) = one_backend("", "", "").await;
     for (flag, version) in [("--http1.1", "HTTP/1.1"), ("--http2", "HTTP/2")] {
         let got = get(
             &site,
@@ -108,9 +147,7 @@ async fn http1_and_http2_reach_the_backend_with_forwarding_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_connections_are_reused_across_client_connections() {
-    let backend = WebBackend::start("b0").await;
-    let (site, config) = http_site(&[backend.addr], "", "", "");
-    let lb = Lb::start(&config).await;
+    let (backend, site, lb) = one_backend("", "", "").await;
     for i in 0..10 {
         let flag = if i % 2 == 0 { "--http1.1" } else { "--http2" };
         let got = get(&site, &lb, "/", &[flag]).await;
@@ -124,9 +161,7 @@ async fn backend_connections_are_reused_across_client_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_backend_connections_are_closed_after_backend_idle() {
-    let backend = WebBackend::start("b0").await;
-    let (site, config) = http_site(&[backend.addr], "      backend_idle: 200ms\n", "", "");
-    let lb = Lb::start(&config).await;
+    let (backend, site, lb) = one_backend("      backend_idle: 200ms\n", "", "").await;
     assert_eq!(get(&site, &lb, "/", &[]).await.status, 200);
     common::wait_for("idle backend connection closed", PATIENCE, || async {
         backend.open() == 0
@@ -297,9 +332,7 @@ async fn a_host_the_connection_does_not_serve_gets_421() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_stream_both_ways_intact() {
-    let backend = WebBackend::start("b0").await;
-    let (site, config) = http_site(&[backend.addr], "", "", "");
-    let lb = Lb::start(&config).await;
+    let (_backend, site, lb) = one_backend("", "", "").await;
     const LEN: u64 = 64 << 20;
     let data: Vec<u8> = (0..LEN).map(|i| (i * 7 % 256) as u8).collect();
     let file = site.path("upload.bin");
@@ -388,9 +421,7 @@ async fn http_health_check_takes_a_failing_backend_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_lets_an_in_flight_request_finish() {
-    let backend = WebBackend::start("b0").await;
-    let (site, config) = http_site(&[backend.addr], "", "", "");
-    let lb = Lb::start(&config).await;
+    let (_backend, site, lb) = one_backend("", "", "").await;
     let ca = site.path("ca.pem");
     let port = lb.addr.port();
     let request =
@@ -415,14 +446,7 @@ async fn a_slowloris_client_is_closed_at_the_header_timeout() {
     let http = "      limits:\n        header_timeout: 1s\n";
     let (site, config) = http_site(&[backend.addr], http, "", "");
     let lb = Lb::start(&config).await;
-    let client = common::ClientOpts {
-        alpn: vec!["http/1.1"],
-        ..Default::default()
-    }
-    .build(&site.ca);
-    let mut slow = common::connect(lb.addr, "app.test", &client)
-        .await
-        .expect("tls");
+    let mut slow = h1_connection(&site, &lb, None).await;
     let started = tokio::time::Instant::now();
     let request = b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let mut closed_after = None;
@@ -466,9 +490,7 @@ async fn a_slowloris_client_is_closed_at_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_urllib_and_websocket_clients() {
-    let backend = WebBackend::start("b0").await;
-    let (site, config) = http_site(&[backend.addr], "", "", "");
-    let lb = Lb::start(&config).await;
+    let (_backend, site, lb) = one_backend("", "", "").await;
     let port = lb.addr.port();
     let ca = site.path("ca.pem");
     // urllib resolves the name itself: the connection goes to 127.0.0.1 with SNI and Host app.test.
@@ -487,17 +509,7 @@ for i in range(3):
 print("ok")
 "#
     );
-    let out = tokio::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .await
-        .expect("python3");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "ok",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_says_ok(&script).await;
     lb.stop().await;
 }
 
@@ -546,17 +558,7 @@ asyncio.run(main())
         ca = site.path("ca.pem"),
         port = lb.addr.port()
     );
-    let out = tokio::process::Command::new("python3")
-        .args(["-c", &client])
-        .output()
-        .await
-        .expect("python3");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "ok",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_says_ok(&client).await;
     let m = lb.metrics().await;
     assert_eq!(
         m.value("tlsedge_http_requests_total", &[("code", "101")]),
@@ -632,14 +634,7 @@ async fn keep_alive_outlives_the_header_timeout_and_ends_at_the_idle_timeout() {
     let http = "      limits:\n        header_timeout: 300ms\n        idle_timeout: 1s\n";
     let (site, config) = http_site(&[backend.addr], http, "", "");
     let lb = Lb::start(&config).await;
-    let client = common::ClientOpts {
-        alpn: vec!["http/1.1"],
-        ..Default::default()
-    }
-    .build(&site.ca);
-    let mut tls = common::connect(lb.addr, "app.test", &client)
-        .await
-        .expect("tls");
+    let mut tls = h1_connection(&site, &lb, None).await;
     let request = b"GET /slow/0 HTTP/1.1\r\nHost: app.test\r\n\r\n";
     for round in 0..2 {
         tls.write_all(request).await.expect("send");
@@ -750,15 +745,8 @@ async fn the_verified_client_certificate_subject_reaches_the_backend() {
     let extra = "    client_auth: { ca: ca.pem, mode: required }\n";
     let (site, config) = http_site(&[backend.addr], http, extra, "");
     let lb = Lb::start(&config).await;
-    let client = common::ClientOpts {
-        alpn: vec!["http/1.1"],
-        identity: Some(common::client_identity(&site.ca)),
-        ..Default::default()
-    }
-    .build(&site.ca);
-    let mut tls = common::connect(lb.addr, "app.test", &client)
-        .await
-        .expect("mTLS");
+    let identity = common::client_identity(&site.ca);
+    let mut tls = h1_connection(&site, &lb, Some(identity)).await;
     let request = "GET / HTTP/1.1\r\nHost: app.test\r\nX-Client-Cert-Subject: CN=forged\r\nConnection: close\r\n\r\n";
     tls.write_all(request.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
