@@ -114,6 +114,7 @@ async fn proxy(
             let served_by = ctx.snapshot.host_for(Some(&host));
             if !served_by.is_some_and(|h| Arc::ptr_eq(h, &ctx.host)) {
                 events::misdirected(&ctx.rt.metrics, &ctx.host.label);
+                discard(req.into_body()).await;
                 return Err((Answer::Misdirected, done));
             }
             authority_of(&req).unwrap_or(host)
@@ -122,6 +123,7 @@ async fn proxy(
     };
     let limit = config.limits.max_body_bytes;
     if req.body().size_hint().lower() > limit {
+        discard(req.into_body()).await;
         return Err((Answer::TooLarge, done));
     }
     if let Some(name) = &config.request_id {
@@ -189,6 +191,32 @@ async fn proxy(
     });
     let body = ResponseBody::new(incoming, on_end).boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// Most of a refused request's body read and dropped before answering: a client still
+/// sending when the answer arrives may see its stream reset (HTTP/2) or its connection closed
+/// (HTTP/1.1) instead of the answer.
+const DISCARD_BYTES: u64 = 1 << 20;
+/// The longest wait for a refused request's body.
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops a refused request's body, when it is small enough to be worth it
+/// ([`DISCARD_BYTES`], [`DISCARD_TIME`]); a larger one is left, and the client is answered
+/// anyway.
+async fn discard(mut body: Incoming) {
+    if body.is_end_stream() || body.size_hint().lower() > DISCARD_BYTES {
+        return;
+    }
+    let drain = async {
+        let mut read = 0;
+        while read <= DISCARD_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+                _ => return,
+            }
+        }
+    };
+    let _ = timeout(DISCARD_TIME, drain).await;
 }
 
 /// A request ended: its bytes join the connection's, and it is logged and counted.
