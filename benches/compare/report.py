@@ -86,23 +86,16 @@ def micro(w, env):
     w("")
 
 
-def main():
-    rows = load(sys.argv[1])
-    by = defaultdict(list)
-    for r in rows:
-        by[(r["tag"], r["contender"])].append(r)
-    present = [c for c in CONTENDERS if any(k[1] == c for k in by)]
-    env = os.environ
+def header(w, rows, env, title, client_line, logging_line):
+    """The run's header: date, CPU, versions, client, load and other jobs, how CPU is counted."""
     rounds = max((r["round"] for r in rows), default=0)
-    out = []
-    w = out.append
     smoke = env.get("SMOKE") == "1"
-    w("# tlsedge vs HAProxy vs nginx — benchmark results" + (" (SMOKE RUN: not meaningful)" if smoke else ""))
+    w(title + (" (SMOKE RUN: not meaningful)" if smoke else ""))
     w("")
     w(f"- Date: {env.get('START_DATE', '?')}; {rounds} interleaved round(s) of {env.get('DUR', '?')} s per scenario; figures are medians over rounds.")
     w(f"- CPU: {env.get('CPU_MODEL', '?')}. Contenders pinned to CPU 0 (`taskset -c 0`), load generator and nginx backends to CPU 1.")
     w(f"- Versions: {env.get('VER_TLSEDGE', '?')}; {env.get('VER_HAPROXY', '?')}; {env.get('VER_NGINX', '?')}.")
-    w("- Client: `benches/loadgen.rs` (rustls, aws-lc-rs), TLS 1.3, key exchange pinned to X25519, cipher TLS13_AES_256_GCM_SHA384, ECDSA P-256 certificates unless the scenario says RSA-2048.")
+    w(client_line)
     w(f"- Machine load (1/5/15 min) at start: {env.get('START_LOAD', '?')}, at end: {env.get('END_LOAD', '?')}. Processes above 5 % CPU at start: {env.get('OTHERS_START') or 'none'} at end: {env.get('OTHERS_END') or 'none'}")
     if env.get("IDLE_NOTE"):
         w(f"- Note: {env['IDLE_NOTE']}.")
@@ -117,8 +110,27 @@ def main():
         else:
             w("- No other job took more than 5 % of either pinned CPU during any measured run.")
         w(f"- Interference: busy time of each pinned CPU not charged to our processes during the measured runs (`/proc/stat` minus the contender, backends and load generator: other jobs, plus softirq time not charged to any process): server CPU 0 median {100 * statistics.median(shares):.0f} % (max {100 * max(shares):.0f} %), client CPU 1 median {100 * statistics.median(cshares):.0f} % (max {100 * max(cshares):.0f} %).")
-    w("- tlsedge ran with `RUST_LOG=warn`: its per-connection `connection closed` log line (level info) off, like HAProxy without `log` and nginx stream without `access_log`.")
+    w(logging_line)
     w("- Server CPU = utime + stime from `/proc/PID/stat` of every process of the contender (nginx: master + worker), before/after each load generator run, divided by completed requests (10 ms tick resolution).")
+
+
+def main():
+    rows = load(sys.argv[1])
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["tag"], r["contender"])].append(r)
+    present = [c for c in CONTENDERS if any(k[1] == c for k in by)]
+    env = os.environ
+    out = []
+    w = out.append
+    header(
+        w,
+        rows,
+        env,
+        "# tlsedge vs HAProxy vs nginx — benchmark results",
+        "- Client: `benches/loadgen.rs` (rustls, aws-lc-rs), TLS 1.3, key exchange pinned to X25519, cipher TLS13_AES_256_GCM_SHA384, ECDSA P-256 certificates unless the scenario says RSA-2048.",
+        "- tlsedge ran with `RUST_LOG=warn`: its per-connection `connection closed` log line (level info) off, like HAProxy without `log` and nginx stream without `access_log`.",
+    )
     w("")
 
     def med(tag, who, key):
