@@ -200,10 +200,11 @@ if ((PROFILE)) && [[ " $ONLY " == *" tlsedge "* ]]; then
         run_scenario tlsedge 0 "$s"
         kill -INT "$perf_pid"
         wait "$perf_pid" || true
-        perf report -i "$WORK/perf-$tag.data" --no-children --sort dso,sym --stdio 2>/dev/null |
-            grep -v '^$' | head -200 >"$WORK/perf-$tag.txt"
-        perf report -i "$WORK/perf-$tag.data" --no-children --sort dso --stdio 2>/dev/null |
-            grep -v '^$' | head -40 >"$WORK/perf-$tag.dso.txt"
+        # To files, not through head: with pipefail, perf's SIGPIPE would end the script.
+        perf report -i "$WORK/perf-$tag.data" --no-children --sort dso,sym --stdio -g none \
+            >"$WORK/perf-$tag.txt" 2>/dev/null || true
+        perf report -i "$WORK/perf-$tag.data" --no-children --sort dso --stdio -g none \
+            >"$WORK/perf-$tag.dso.txt" 2>/dev/null || true
         stop_contender
         log "  $WORK/perf-$tag.txt"
     done
