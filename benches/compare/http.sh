@@ -42,48 +42,17 @@ HERE="$ROOT/benches/compare"
 # ---------------------------------------------------------------- contenders (CPU 0)
 # tlsedge, mode http: two hosts (ECDSA + RSA certificate each), `http: {}` defaults (ALPN h2,
 # http/1.1; HTTP/1.1 to the backends; X-Forwarded-* and a request id added to each request).
-http_hosts() { # extra host lines...
-    local n line
-    echo "hosts:"
-    for n in a b; do
-        tlsedge_host "$n.bench.test" "$PKI/$n.ecdsa.pem:$PKI/$n.ecdsa.key" "$PKI/$n.rsa.pem:$PKI/$n.rsa.key"
-        for line in "$@"; do echo "    $line"; done
-    done
-}
-http_hosts "mode: http" "http: {}" | write_tlsedge_config "$WORK/tlsedge-http.yaml"
+bench_hosts "mode: http" "http: {}" | write_tlsedge_config "$WORK/tlsedge-http.yaml"
 # tlsedge, mode tcp (layer 4, as in run.sh): the reference for the new-connection scenario.
-http_hosts | write_tlsedge_config "$WORK/tlsedge-l4.yaml"
+bench_hosts | write_tlsedge_config "$WORK/tlsedge-l4.yaml"
 
-mkdir -p "$WORK/haproxy-http"
-cat >"$WORK/haproxy-http/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $(((NOFILE - 200) / 2))
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 600s
-    timeout server 600s
-    timeout http-keep-alive 600s
-frontend tls
-    bind 127.0.0.1:$TLS_PORT ssl crt $PKI/a.ecdsa.combined.pem crt $PKI/a.rsa.combined.pem crt $PKI/b.ecdsa.combined.pem crt $PKI/b.rsa.combined.pem alpn h2,http/1.1
-    default_backend backends
-backend backends
-    balance roundrobin
-    server b1 127.0.0.1:$BACKEND1
-    server b2 127.0.0.1:$BACKEND2
-EOF
+haproxy_config "$WORK/haproxy-http/haproxy.cfg" http "alpn h2,http/1.1" "$(printf '    %s\n' \
+    "option http-keep-alive" "http-reuse always" "timeout http-keep-alive 600s")"
 
 mkdir -p "$WORK/nginx-http/logs" "$WORK/nginx-http/temp"
-cat >"$WORK/nginx-http/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-pid $WORK/nginx-http/nginx.pid;
-error_log $WORK/nginx-http/logs/error.log warn;
-events { worker_connections $((NOFILE - 100)); }
+{
+    nginx_preamble "$WORK/nginx-http"
+    cat <<EOF
 http {
     access_log off;
     # The client-side keep-alive limits would otherwise close a connection every 1,000 requests.
@@ -112,6 +81,7 @@ http {
     }
 }
 EOF
+} >"$WORK/nginx-http/nginx.conf"
 
 # The contender's label → start_contender arguments.
 start_args() {

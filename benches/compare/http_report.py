@@ -10,7 +10,7 @@ import os
 import sys
 from collections import defaultdict
 
-from report import fmt, header, load, median, ratio, spread
+from report import fmt, header, idle_table, load, median, ratio, spread
 
 CONTENDERS = ["tlsedge", "haproxy", "nginx"]
 NAMES = {"tlsedge": "tlsedge", "haproxy": "HAProxy", "nginx": "nginx", "tlsedge-l4": "tlsedge L4"}
@@ -122,14 +122,10 @@ def main():
         w("")
         w("Fresh process, 0.3 s warm-up of full handshakes, RSS read; then K connections opened with ALPN h2 (handshake + one HTTP/2 `GET /small` each) and held idle; RSS read after 1 s: (after − before) / K. Includes whatever pooled backend connections the requests left open.")
         w("")
-        others = [c for c in present if c != base] if base else []
-        w("| idle connections | " + " | ".join(NAMES[c] for c in present) + "".join(f" | {NAMES[c]} / HAProxy" for c in others) + " | ALPN seen by the client |")
-        w("|" + "---|" * (2 + len(present) + len(others)))
-        for tag in idle_tags:
-            vals = {c: med(tag, c, "kib_per_conn") for c in present}
-            alpn = ", ".join(sorted({f"{NAMES[r['contender']]}: {r.get('alpn') or 'none'}" for c in present for r in by.get((tag, c), [])}))
-            w(f"| {tag.rsplit('-', 1)[1]} | " + " | ".join(fmt(vals[c], 1) for c in present) + "".join(f" | {ratio(vals[c], vals[base])}" for c in others) + f" | {alpn} |")
-        w("")
+        def alpn(tag):
+            return ", ".join(sorted({f"{NAMES[r['contender']]}: {r.get('alpn') or 'none'}" for c in present for r in by.get((tag, c), [])}))
+
+        idle_table(w, by, present, base, idle_tags, NAMES, ("ALPN seen by the client", alpn))
     if base and "tlsedge" in present:
         w("### Targets (tlsedge / HAProxy, this run)")
         w("")

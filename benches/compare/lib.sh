@@ -163,12 +163,19 @@ mkdir -p "$WORK/backend/www" "$WORK/backend/logs"
 head -c 1048576 /dev/urandom >"$WORK/backend/www/1m"
 printf 'hello from a tlsedge bench backend\n' >"$WORK/backend/www/small"
 chmod -R a+rX "$WORK/backend"
-cat >"$WORK/backend/nginx.conf" <<EOF
+# The first lines of every nginx configuration here (one worker). Args: its prefix directory.
+nginx_preamble() {
+    cat <<EOF
 worker_processes 1;
 worker_rlimit_nofile $NOFILE;
-pid $WORK/backend/nginx.pid;
-error_log $WORK/backend/logs/error.log warn;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
 events { worker_connections $((NOFILE - 100)); }
+EOF
+}
+{
+    nginx_preamble "$WORK/backend"
+    cat <<EOF
 http {
     access_log off;
     sendfile on;
@@ -185,6 +192,7 @@ http {
     }
 }
 EOF
+} >"$WORK/backend/nginx.conf"
 log "starting the backends (nginx http on CPU $CLIENT_CPU, ports $BACKEND1 $BACKEND2)"
 taskset -c $CLIENT_CPU nginx -p "$WORK/backend/" -c "$WORK/backend/nginx.conf" -g 'daemon off;' \
     2>>"$WORK/backend/logs/error.log" &
@@ -219,6 +227,46 @@ tlsedge_host() { # names-yaml cert-pairs...
       - { address: "127.0.0.1:$BACKEND2" }
     balance: round_robin
 EOF
+}
+# The two bench hosts (ECDSA + RSA certificate each), with extra lines for each host.
+# Args: extra host lines...
+bench_hosts() {
+    local n line
+    echo "hosts:"
+    for n in a b; do
+        tlsedge_host "$n.bench.test" "$PKI/$n.ecdsa.pem:$PKI/$n.ecdsa.key" "$PKI/$n.rsa.pem:$PKI/$n.rsa.key"
+        for line in "$@"; do echo "    $line"; done
+    done
+}
+
+# HAProxy, one thread, terminating TLS for both names (it picks the certificate per SNI and per
+# the client's signature algorithms) and relaying round robin to the two backends.
+# Args: file mode (tcp|http) extra-bind-options extra-defaults-lines
+haproxy_config() {
+    mkdir -p "$(dirname "$1")"
+    {
+        cat <<EOF
+global
+    nbthread 1
+    maxconn $(((NOFILE - 200) / 2))
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+    mode $2
+    timeout connect 5s
+    timeout client 600s
+    timeout server 600s
+EOF
+        [[ -z ${4:-} ]] || printf '%s\n' "$4"
+        cat <<EOF
+frontend tls
+    bind 127.0.0.1:$TLS_PORT ssl crt $PKI/a.ecdsa.combined.pem crt $PKI/a.rsa.combined.pem crt $PKI/b.ecdsa.combined.pem crt $PKI/b.rsa.combined.pem${3:+ $3}
+    default_backend backends
+backend backends
+    balance roundrobin
+    server b1 127.0.0.1:$BACKEND1
+    server b2 127.0.0.1:$BACKEND2
+EOF
+    } >"$1"
 }
 
 CONTENDER_PID=""

@@ -114,6 +114,21 @@ def header(w, rows, env, title, client_line, logging_line):
     w("- Server CPU = utime + stime from `/proc/PID/stat` of every process of the contender (nginx: master + worker), before/after each load generator run, divided by completed requests (10 ms tick resolution).")
 
 
+def idle_table(w, by, present, base, tags, names=None, extra=None):
+    """KiB per idle connection, one row per count (the tag's last `-` field), each contender
+    and its ratio to `base`; `extra` = (heading, function of the tag) adds a last column."""
+    names = names or NAMES
+    others = [c for c in present if c != base] if base else []
+    extra_head = f" | {extra[0]}" if extra else ""
+    w("| idle connections | " + " | ".join(names[c] for c in present) + "".join(f" | {names[c]} / {names[base]}" for c in others) + extra_head + " |")
+    w("|" + "---|" * (1 + len(present) + len(others) + (1 if extra else 0)))
+    for tag in tags:
+        vals = {c: median([r.get("kib_per_conn") for r in by.get((tag, c), [])]) for c in present}
+        cells = " | ".join(fmt(vals[c], 1) for c in present) + "".join(f" | {ratio(vals[c], vals[base])}" for c in others)
+        w(f"| {tag.rsplit('-', 1)[1]} | " + cells + (f" | {extra[1](tag)}" if extra else "") + " |")
+    w("")
+
+
 def main():
     rows = load(sys.argv[1])
     by = defaultdict(list)
@@ -229,13 +244,7 @@ def main():
         w("")
         w("Fresh process, a short warm-up, then K connections opened (handshake + one request each) and held idle; RSS summed over the contender's processes.")
         w("")
-        others = [c for c in present if c != base] if base else []
-        w("| idle connections | " + " | ".join(NAMES[c] for c in present) + "".join(f" | {NAMES[c]} / HAProxy" for c in others) + " |")
-        w("|" + "---|" * (1 + len(present) + len(others)))
-        for tag in idle_tags:
-            vals = {c: med(tag, c, "kib_per_conn") for c in present}
-            w(f"| {tag.split('-')[1]} | " + " | ".join(fmt(vals[c], 1) for c in present) + "".join(f" | {ratio(vals[c], vals[base])}" for c in others) + " |")
-        w("")
+        idle_table(w, by, present, base, idle_tags)
     if any(t.startswith("rotation-") for (t, _) in by):
         w("## Scenario 6 (tlsedge): handshakes while a certificate is rotated every 100 ms")
         w("")

@@ -43,41 +43,15 @@ gen_leaf rot1 ec ca-ecdsa a.bench.test
 gen_leaf rot2 ec ca-ecdsa a.bench.test
 
 # ---------------------------------------------------------------- contenders (CPU 0)
-{
-    echo "hosts:"
-    for n in a b; do
-        tlsedge_host "$n.bench.test" "$PKI/$n.ecdsa.pem:$PKI/$n.ecdsa.key" "$PKI/$n.rsa.pem:$PKI/$n.rsa.key"
-    done
-} | write_tlsedge_config "$WORK/tlsedge.yaml"
+bench_hosts | write_tlsedge_config "$WORK/tlsedge.yaml"
 
-mkdir -p "$WORK/haproxy"
-cat >"$WORK/haproxy/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $(((NOFILE - 200) / 2))
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 600s
-    timeout server 600s
-frontend tls
-    bind 127.0.0.1:$TLS_PORT ssl crt $PKI/a.ecdsa.combined.pem crt $PKI/a.rsa.combined.pem crt $PKI/b.ecdsa.combined.pem crt $PKI/b.rsa.combined.pem
-    default_backend backends
-backend backends
-    balance roundrobin
-    server b1 127.0.0.1:$BACKEND1
-    server b2 127.0.0.1:$BACKEND2
-EOF
+haproxy_config "$WORK/haproxy/haproxy.cfg" tcp
 
 mkdir -p "$WORK/nginx/logs"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections $((NOFILE - 100)); }
+{
+    echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
+    nginx_preamble "$WORK/nginx"
+    cat <<EOF
 stream {
     upstream backends {
         server 127.0.0.1:$BACKEND1;
@@ -95,6 +69,7 @@ stream {
     }
 }
 EOF
+} >"$WORK/nginx/nginx.conf"
 
 # ---------------------------------------------------------------- scenarios 1-5, interleaved
 SCENARIOS=(
