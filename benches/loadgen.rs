@@ -22,7 +22,12 @@
 //!   p50/p99 latency per request.
 //! - `bulk`: `--conns` persistent connections fetching `--path` (e.g. a 1 MiB body); MB/s.
 //! - `idle`: opens `--conns` proxied connections (handshake and one request each), prints its
-//!   line, then holds them for `--hold` (or until stdin closes, with `--hold-stdin`).
+//!   line, then holds them for `--hold` (or until stdin closes, with `--hold-stdin`). With
+//!   `--alpn h2` (and a server that picks `h2`) the one request is an HTTP/2 one (hyper's
+//!   client), and the HTTP/2 connection stays open and idle.
+//!
+//! `--alpn` sets the ALPN protocols offered (comma separated; default none). Only `idle`
+//! speaks HTTP/2: another scenario that gets `h2` negotiated counts it as an error.
 //!
 //! `--sig ecdsa|rsa|any` restricts the signature schemes the client offers, so a server holding
 //! both an ECDSA and an RSA certificate for a name must present the chosen one.
@@ -33,7 +38,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::aws_lc_rs::{self as provider_mod, cipher_suite, kx_group};
@@ -116,6 +124,9 @@ struct Args {
     /// idle: connections opened concurrently while setting up.
     #[arg(long, default_value_t = 64)]
     open_concurrency: usize,
+    /// ALPN protocols to offer, comma separated (e.g. `h2` or `http/1.1`); default none.
+    #[arg(long)]
+    alpn: Option<String>,
     /// A free-form label copied into the JSON line (e.g. the contender's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -192,18 +203,31 @@ impl Target {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             addr: args.addr,
-            connector: TlsConnector::from(client_config(&args.ca, args.sig, resume)?),
+            connector: TlsConnector::from(client_config(args, resume)?),
             names,
             requests,
         })
     }
 
-    /// TCP connect and TLS handshake to name number `i` (mod the number of names).
+    /// TCP connect and TLS handshake to name number `i` (mod the number of names), for
+    /// HTTP/1.1: an `h2` ALPN answer is an error.
     async fn connect(&self, i: usize) -> Result<TlsStream<TcpStream>, BoxError> {
+        let tls = self.connect_any(i).await?;
+        if is_h2(&tls) {
+            return Err("the server chose ALPN h2: only `idle` speaks HTTP/2".into());
+        }
+        Ok(tls)
+    }
+
+    /// TCP connect and TLS handshake, whatever ALPN protocol the server chose.
+    async fn connect_any(&self, i: usize) -> Result<TlsStream<TcpStream>, BoxError> {
         let tcp = TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
-        let name = self.names[i % self.names.len()].clone();
-        Ok(self.connector.connect(name, tcp).await?)
+        Ok(self.connector.connect(self.name(i), tcp).await?)
+    }
+
+    fn name(&self, i: usize) -> ServerName<'static> {
+        self.names[i % self.names.len()].clone()
     }
 
     fn request(&self, i: usize) -> &[u8] {
@@ -211,8 +235,14 @@ impl Target {
     }
 }
 
-/// The client: TLS 1.3, X25519 only, AES-256-GCM only, offering `sig` signature schemes.
-fn client_config(ca: &Path, sig: Sig, resume: bool) -> Result<Arc<ClientConfig>, BoxError> {
+fn is_h2(tls: &TlsStream<TcpStream>) -> bool {
+    tls.get_ref().1.alpn_protocol() == Some(b"h2")
+}
+
+/// The client: TLS 1.3, X25519 only, AES-256-GCM only, offering `--sig` signature schemes and
+/// the `--alpn` protocols.
+fn client_config(args: &Args, resume: bool) -> Result<Arc<ClientConfig>, BoxError> {
+    let (ca, sig): (&Path, Sig) = (&args.ca, args.sig);
     let mut provider = provider_mod::default_provider();
     provider.kx_groups = vec![kx_group::X25519];
     provider.cipher_suites = vec![cipher_suite::TLS13_AES_256_GCM_SHA384];
@@ -229,6 +259,12 @@ fn client_config(ca: &Path, sig: Sig, resume: bool) -> Result<Arc<ClientConfig>,
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    config.alpn_protocols = args
+        .alpn
+        .iter()
+        .flat_map(|list| list.split(','))
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
     config.resumption = if resume {
         Resumption::in_memory_sessions(4096)
     } else {
@@ -352,8 +388,8 @@ struct Tally {
     latency_us: Vec<u32>,
     /// Connect + handshake latency, microseconds (full, resumed, idle).
     handshake_us: Vec<u32>,
-    /// What the first handshake negotiated.
-    negotiated: Option<(String, String, String, String)>,
+    /// What the first handshake negotiated: version, cipher, key exchange, key type, ALPN.
+    negotiated: Option<(String, String, String, String, String)>,
 }
 
 impl Tally {
@@ -396,7 +432,10 @@ impl Tally {
                         "other"
                     }
                 });
-            self.negotiated = Some((version, cipher, kx, key.to_owned()));
+            let alpn = conn
+                .alpn_protocol()
+                .map_or_else(String::new, |p| String::from_utf8_lossy(p).into_owned());
+            self.negotiated = Some((version, cipher, kx, key.to_owned(), alpn));
         }
     }
 
@@ -561,7 +600,7 @@ fn report(
 ) -> String {
     tally.latency_us.sort_unstable();
     tally.handshake_us.sort_unstable();
-    let (version, cipher, kx, server_key) = tally.negotiated.clone().unwrap_or_default();
+    let (version, cipher, kx, server_key, alpn) = tally.negotiated.clone().unwrap_or_default();
     let handshakes = tally.resumed + tally.full;
     let mut fields = vec![
         (
@@ -610,6 +649,7 @@ fn report(
         ("cipher", json_str(&cipher)),
         ("kx", json_str(&kx)),
         ("server_key", json_str(&server_key)),
+        ("alpn", json_str(&alpn)),
         ("client_kx_pinned", json_str("X25519")),
         (
             "client_cpu_us",
@@ -671,12 +711,18 @@ async fn idle(target: Arc<Target>, args: &Args) -> Result<String, BoxError> {
             let _permit = semaphore.acquire_owned().await;
             let start = Instant::now();
             let op = async {
-                let mut tls = target.connect(i).await?;
+                let mut tls = target.connect_any(i).await?;
                 let handshake = start.elapsed();
+                let mut tally = Tally::default();
+                tally.handshake_done(&tls, handshake);
+                if is_h2(&tls) {
+                    let held = h2_one_request(tls, &target, i).await?;
+                    return Ok::<_, BoxError>((held, tally));
+                }
                 tls.write_all(target.request(i)).await?;
                 let mut buf = vec![0_u8; 16 * 1024];
                 read_response(&mut tls, &mut buf).await?;
-                Ok::<_, BoxError>((tls, handshake))
+                Ok((Held::H1(Box::new(tls)), tally))
             };
             match tokio::time::timeout(OP_TIMEOUT, op).await {
                 Ok(result) => result.map_err(|e| e.to_string()),
@@ -688,10 +734,10 @@ async fn idle(target: Arc<Target>, args: &Args) -> Result<String, BoxError> {
     let mut held = Vec::with_capacity(count);
     while let Some(done) = tasks.join_next().await {
         match done? {
-            Ok((tls, handshake)) => {
+            Ok((conn, opened)) => {
+                tally.merge(opened);
                 tally.ops += 1;
-                tally.handshake_done(&tls, handshake);
-                held.push(tls);
+                held.push(conn);
             }
             Err(e) => tally.error(e),
         }
@@ -736,4 +782,48 @@ fn target_path(target: &Target) -> String {
         .nth(1)
         .unwrap_or("")
         .to_owned()
+}
+
+/// A connection `idle` holds open (never read: it is only kept until dropped).
+#[allow(dead_code)]
+enum Held {
+    H1(Box<TlsStream<TcpStream>>),
+    /// The request sender and the task driving the connection (aborted when dropped).
+    H2(
+        hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+        AbortOnDrop,
+    ),
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One HTTP/2 `GET` of the target's path on `tls` (hyper's client); the connection is kept.
+async fn h2_one_request(
+    tls: TlsStream<TcpStream>,
+    target: &Target,
+    i: usize,
+) -> Result<Held, BoxError> {
+    use http_body_util::BodyExt as _;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    let task = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    let name = target.name(i).to_str().into_owned();
+    let request = hyper::Request::get(format!("https://{name}{}", target_path(target)))
+        .header(hyper::header::USER_AGENT, "tlsedge-loadgen")
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    if response.status() != hyper::StatusCode::OK {
+        return Err(format!("HTTP status {}", response.status()).into());
+    }
+    response.into_body().collect().await?;
+    Ok(Held::H2(sender, task))
 }

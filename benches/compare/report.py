@@ -86,23 +86,16 @@ def micro(w, env):
     w("")
 
 
-def main():
-    rows = load(sys.argv[1])
-    by = defaultdict(list)
-    for r in rows:
-        by[(r["tag"], r["contender"])].append(r)
-    present = [c for c in CONTENDERS if any(k[1] == c for k in by)]
-    env = os.environ
+def header(w, rows, env, title, client_line, logging_line):
+    """The run's header: date, CPU, versions, client, load and other jobs, how CPU is counted."""
     rounds = max((r["round"] for r in rows), default=0)
-    out = []
-    w = out.append
     smoke = env.get("SMOKE") == "1"
-    w("# tlsedge vs HAProxy vs nginx — benchmark results" + (" (SMOKE RUN: not meaningful)" if smoke else ""))
+    w(title + (" (SMOKE RUN: not meaningful)" if smoke else ""))
     w("")
     w(f"- Date: {env.get('START_DATE', '?')}; {rounds} interleaved round(s) of {env.get('DUR', '?')} s per scenario; figures are medians over rounds.")
     w(f"- CPU: {env.get('CPU_MODEL', '?')}. Contenders pinned to CPU 0 (`taskset -c 0`), load generator and nginx backends to CPU 1.")
     w(f"- Versions: {env.get('VER_TLSEDGE', '?')}; {env.get('VER_HAPROXY', '?')}; {env.get('VER_NGINX', '?')}.")
-    w("- Client: `benches/loadgen.rs` (rustls, aws-lc-rs), TLS 1.3, key exchange pinned to X25519, cipher TLS13_AES_256_GCM_SHA384, ECDSA P-256 certificates unless the scenario says RSA-2048.")
+    w(client_line)
     w(f"- Machine load (1/5/15 min) at start: {env.get('START_LOAD', '?')}, at end: {env.get('END_LOAD', '?')}. Processes above 5 % CPU at start: {env.get('OTHERS_START') or 'none'} at end: {env.get('OTHERS_END') or 'none'}")
     if env.get("IDLE_NOTE"):
         w(f"- Note: {env['IDLE_NOTE']}.")
@@ -117,8 +110,42 @@ def main():
         else:
             w("- No other job took more than 5 % of either pinned CPU during any measured run.")
         w(f"- Interference: busy time of each pinned CPU not charged to our processes during the measured runs (`/proc/stat` minus the contender, backends and load generator: other jobs, plus softirq time not charged to any process): server CPU 0 median {100 * statistics.median(shares):.0f} % (max {100 * max(shares):.0f} %), client CPU 1 median {100 * statistics.median(cshares):.0f} % (max {100 * max(cshares):.0f} %).")
-    w("- tlsedge ran with `RUST_LOG=warn`: its per-connection `connection closed` log line (level info) off, like HAProxy without `log` and nginx stream without `access_log`.")
+    w(logging_line)
     w("- Server CPU = utime + stime from `/proc/PID/stat` of every process of the contender (nginx: master + worker), before/after each load generator run, divided by completed requests (10 ms tick resolution).")
+
+
+def idle_table(w, by, present, base, tags, names=None, extra=None):
+    """KiB per idle connection, one row per count (the tag's last `-` field), each contender
+    and its ratio to `base`; `extra` = (heading, function of the tag) adds a last column."""
+    names = names or NAMES
+    others = [c for c in present if c != base] if base else []
+    extra_head = f" | {extra[0]}" if extra else ""
+    w("| idle connections | " + " | ".join(names[c] for c in present) + "".join(f" | {names[c]} / {names[base]}" for c in others) + extra_head + " |")
+    w("|" + "---|" * (1 + len(present) + len(others) + (1 if extra else 0)))
+    for tag in tags:
+        vals = {c: median([r.get("kib_per_conn") for r in by.get((tag, c), [])]) for c in present}
+        cells = " | ".join(fmt(vals[c], 1) for c in present) + "".join(f" | {ratio(vals[c], vals[base])}" for c in others)
+        w(f"| {tag.rsplit('-', 1)[1]} | " + cells + (f" | {extra[1](tag)}" if extra else "") + " |")
+    w("")
+
+
+def main():
+    rows = load(sys.argv[1])
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["tag"], r["contender"])].append(r)
+    present = [c for c in CONTENDERS if any(k[1] == c for k in by)]
+    env = os.environ
+    out = []
+    w = out.append
+    header(
+        w,
+        rows,
+        env,
+        "# tlsedge vs HAProxy vs nginx — benchmark results",
+        "- Client: `benches/loadgen.rs` (rustls, aws-lc-rs), TLS 1.3, key exchange pinned to X25519, cipher TLS13_AES_256_GCM_SHA384, ECDSA P-256 certificates unless the scenario says RSA-2048.",
+        "- tlsedge ran with `RUST_LOG=warn`: its per-connection `connection closed` log line (level info) off, like HAProxy without `log` and nginx stream without `access_log`.",
+    )
     w("")
 
     def med(tag, who, key):
@@ -217,13 +244,7 @@ def main():
         w("")
         w("Fresh process, a short warm-up, then K connections opened (handshake + one request each) and held idle; RSS summed over the contender's processes.")
         w("")
-        others = [c for c in present if c != base] if base else []
-        w("| idle connections | " + " | ".join(NAMES[c] for c in present) + "".join(f" | {NAMES[c]} / HAProxy" for c in others) + " |")
-        w("|" + "---|" * (1 + len(present) + len(others)))
-        for tag in idle_tags:
-            vals = {c: med(tag, c, "kib_per_conn") for c in present}
-            w(f"| {tag.split('-')[1]} | " + " | ".join(fmt(vals[c], 1) for c in present) + "".join(f" | {ratio(vals[c], vals[base])}" for c in others) + " |")
-        w("")
+        idle_table(w, by, present, base, idle_tags)
     if any(t.startswith("rotation-") for (t, _) in by):
         w("## Scenario 6 (tlsedge): handshakes while a certificate is rotated every 100 ms")
         w("")
