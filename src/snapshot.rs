@@ -282,6 +282,7 @@ fn build_host(
         .map(|(addr, state)| (addr.clone(), Arc::clone(state)))
         .collect();
     let (own_pool, backend_labels) = pool(&host.backends, host.balance, &mut states, answers);
+    let label: Arc<str> = Arc::from(host.label.as_str());
     let mode = match &host.http {
         None => Mode::Tcp,
         Some(http) => {
@@ -294,6 +295,7 @@ fn build_host(
                 })
                 .collect();
             Mode::Http(Arc::new(HttpHost::new(
+                &label,
                 Arc::clone(http),
                 routes,
                 host.backends.len(),
@@ -305,7 +307,7 @@ fn build_host(
         Some(http) => crate::http::backend_alpn(http.backend_protocol),
     };
     Ok(Host {
-        label: Arc::from(host.label.as_str()),
+        label,
         mode,
         metrics: HostMetrics::new(&host.label),
         alpn,

@@ -72,21 +72,46 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Who the request came from, for the forwarding headers.
-#[derive(Debug, Clone, Copy)]
-pub struct Origin<'a> {
-    /// The client address (the PROXY header's, when one was read).
-    pub client: IpAddr,
-    /// The host the client asked for (`Host` / `:authority`).
-    pub host: Option<&'a str>,
-    /// The port the client connected to.
-    pub port: u16,
+/// A connection's client as the forwarding headers write it, made once per connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The address (the PROXY header's, when one was read), for `X-Forwarded-For`.
+    ip: HeaderValue,
+    /// The RFC 7239 element `for=…;proto=https`.
+    node: String,
+    /// The port it connected to, for `X-Forwarded-Port`.
+    port: HeaderValue,
 }
 
-/// Sets the forwarding headers. From a `trusted` client the incoming ones are kept and the
-/// client is appended; from anyone else they are removed first, so a client cannot claim an
-/// address it does not have.
-pub fn set_forwarded(headers: &mut HeaderMap, which: ForwardedHeaders, trusted: bool, o: Origin) {
+impl Client {
+    /// The client at `ip` that connected to our `port`.
+    pub fn new(ip: IpAddr, port: u16) -> Self {
+        let ip = ip.to_canonical();
+        // RFC 7239 §6: an IPv6 address is bracketed and the value quoted.
+        let node = match ip {
+            IpAddr::V4(v4) => format!("for={v4};proto=https"),
+            IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=https"),
+        };
+        Self {
+            // An address's text is always a valid header value.
+            ip: HeaderValue::try_from(ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            node,
+            port: HeaderValue::from(port),
+        }
+    }
+}
+
+/// Sets the forwarding headers for a request from `client` for `host`. From a `trusted`
+/// client the incoming ones are kept and the client is appended; from anyone else they are
+/// removed first, so a client cannot claim an address it does not have.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    which: ForwardedHeaders,
+    trusted: bool,
+    client: &Client,
+    host: &HeaderValue,
+) {
     if !trusted {
         for name in [
             &X_FORWARDED_FOR,
@@ -99,25 +124,24 @@ pub fn set_forwarded(headers: &mut HeaderMap, which: ForwardedHeaders, trusted: 
             headers.remove(name);
         }
     }
-    let client = o.client.to_canonical();
     if matches!(which, ForwardedHeaders::XForwarded | ForwardedHeaders::Both) {
-        append_list(headers, X_FORWARDED_FOR, &client.to_string());
+        match client.ip.to_str() {
+            Ok(ip) if trusted => append_list(headers, X_FORWARDED_FOR, ip),
+            _ => {
+                headers.insert(X_FORWARDED_FOR, client.ip.clone());
+            }
+        }
         if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-            if let Some(host) = o.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-                headers.insert(X_FORWARDED_HOST, host);
-            }
-            headers.insert(X_FORWARDED_PORT, HeaderValue::from(o.port));
+            headers.insert(X_FORWARDED_HOST, host.clone());
+            headers.insert(X_FORWARDED_PORT, client.port.clone());
         }
     }
     if matches!(which, ForwardedHeaders::Forwarded | ForwardedHeaders::Both) {
-        // RFC 7239 §6: an IPv6 address is bracketed and the value quoted.
-        let node = match client {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        };
-        let mut element = format!("for={node};proto=https");
-        if let Some(host) = o.host.filter(|h| h.bytes().all(is_token_or_colon)) {
+        let mut element = client.node.clone();
+        if let Ok(host) = host.to_str()
+            && host.bytes().all(is_token_or_colon)
+        {
             element.push_str(";host=");
             element.push_str(host);
         }
@@ -164,7 +188,9 @@ pub fn request_id(
         return id.to_owned();
     }
     let id = generate();
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Ok(mut value) = HeaderValue::from_str(&id) {
+        // Unique per request: not worth a place in HTTP/2's header compression table.
+        value.set_sensitive(true);
         headers.insert(name.clone(), value);
     }
     id
@@ -254,12 +280,10 @@ mod tests {
         assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
     }
 
-    fn origin(client: &str) -> Origin<'static> {
-        Origin {
-            client: client.parse().unwrap(),
-            host: Some("app.test"),
-            port: 443,
-        }
+    fn forward(h: &mut HeaderMap, which: ForwardedHeaders, trusted: bool, client: &str) {
+        let client = Client::new(client.parse().unwrap(), 443);
+        let host = HeaderValue::from_static("app.test");
+        set_forwarded(h, which, trusted, &client, &host);
     }
 
     #[test]
@@ -269,7 +293,7 @@ mod tests {
             ("x-real-ip", "6.6.6.6"),
             ("forwarded", "for=6.6.6.6"),
         ]);
-        set_forwarded(&mut h, ForwardedHeaders::Both, false, origin("192.0.2.7"));
+        forward(&mut h, ForwardedHeaders::Both, false, "192.0.2.7");
         assert_eq!(get(&h, "x-forwarded-for"), Some("192.0.2.7"));
         assert_eq!(get(&h, "x-forwarded-proto"), Some("https"));
         assert_eq!(get(&h, "x-forwarded-host"), Some("app.test"));
@@ -287,12 +311,7 @@ mod tests {
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "http"),
         ]);
-        set_forwarded(
-            &mut h,
-            ForwardedHeaders::XForwarded,
-            true,
-            origin("10.0.0.1"),
-        );
+        forward(&mut h, ForwardedHeaders::XForwarded, true, "10.0.0.1");
         assert_eq!(get(&h, "x-forwarded-for"), Some("203.0.113.9, 10.0.0.1"));
         assert_eq!(get(&h, "x-forwarded-proto"), Some("http"));
         assert_eq!(get(&h, "forwarded"), None);
@@ -301,12 +320,7 @@ mod tests {
     #[test]
     fn forwarded_quotes_ipv6() {
         let mut h = HeaderMap::new();
-        set_forwarded(
-            &mut h,
-            ForwardedHeaders::Forwarded,
-            false,
-            origin("2001:db8::1"),
-        );
+        forward(&mut h, ForwardedHeaders::Forwarded, false, "2001:db8::1");
         assert_eq!(
             get(&h, "forwarded"),
             Some("for=\"[2001:db8::1]\";proto=https;host=app.test")

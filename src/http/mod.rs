@@ -53,13 +53,22 @@ pub struct HttpHost {
     pub hsts: Option<HeaderValue>,
     /// The default route's metric label.
     pub default_label: Arc<str>,
+    /// The host's request metric handles.
+    pub metrics: crate::metrics::http::HttpMetrics,
 }
 
 impl HttpHost {
-    /// The HTTP side of a host whose own pool has `backends` backends.
-    pub fn new(config: Arc<HttpConfig>, routes: Vec<Route>, backends: usize) -> Self {
+    /// The HTTP side of host `label` whose own pool has `backends` backends.
+    pub fn new(
+        label: &Arc<str>,
+        config: Arc<HttpConfig>,
+        routes: Vec<Route>,
+        backends: usize,
+    ) -> Self {
         let hsts = config.hsts.map(|d| headers::hsts_value(d.as_secs()));
+        let metrics = crate::metrics::http::HttpMetrics::new(label, routes.len());
         Self {
+            metrics,
             config,
             routes,
             conns: (0..backends).map(|_| Conns::default()).collect(),
@@ -123,6 +132,8 @@ pub struct ConnCtx {
     pub handshake: crate::metrics::host::Handshake,
     /// The verified client certificate subject, for `client_cert_header`.
     pub client_subject: Option<HeaderValue>,
+    /// The client as the forwarding headers write it.
+    pub client: headers::Client,
     /// Whether the client may bring its own forwarding headers.
     pub trusted: bool,
     /// Requests in flight and the request-head clock, for the idle and header timeouts.
@@ -180,6 +191,7 @@ where
         http: Arc::clone(session.http),
         ends: session.ends,
         handshake: session.negotiated.handshake,
+        client: headers::Client::new(session.ends.client.ip(), session.ends.server.port()),
         client_subject: client_subject.and_then(|s| HeaderValue::from_str(s).ok()),
         trusted: config
             .trusted
@@ -302,6 +314,11 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        tokio::spawn(future.instrument(self.0.clone()));
+        // Without a span (its level filtered out) the wrapper would only cost.
+        if self.0.is_disabled() {
+            tokio::spawn(future);
+        } else {
+            tokio::spawn(future.instrument(self.0.clone()));
+        }
     }
 }

@@ -11,20 +11,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::time::{Instant, timeout};
 
 use super::body::{self, ProxyBody, RequestBody, ResponseBody};
 use super::client::Sender;
-use super::headers::{self, Origin};
+use super::headers;
 use super::{ConnCtx, InFlight};
 use crate::config::model::BackendProtocol;
 use crate::metrics::http::{self as events, Answer, RequestDone};
 use crate::upstream::connect::{connect_one, pick_context};
 use crate::upstream::{ActiveGuard, Pool};
-
-/// Longest path kept for the log line.
-const MAX_LOGGED_PATH: usize = 256;
 
 /// Which of the host's routes a request took.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +76,11 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let route = route_for(&ctx, req.uri().path());
-    let done = RequestDone::start(&ctx, &req, route_ref(&ctx, route).label, MAX_LOGGED_PATH);
+    let slot = match route {
+        RouteId::Default => 0,
+        RouteId::Prefix(i) => i as u32 + 1,
+    };
+    let done = RequestDone::start(&ctx, &req, route_ref(&ctx, route).label, slot);
     let in_flight = ctx.begin();
     Ok(match proxy(&ctx, route, req, done, in_flight).await {
         Ok(response) => response,
@@ -109,17 +111,16 @@ async fn proxy(
     in_flight: InFlight,
 ) -> Result<Response<ProxyBody>, Failed> {
     let config = &ctx.http.config;
-    let authority = match headers::request_host(&req) {
-        Some(host) => {
-            let served_by = ctx.snapshot.host_for(Some(&host));
-            if !served_by.is_some_and(|h| Arc::ptr_eq(h, &ctx.host)) {
-                events::misdirected(&ctx.rt.metrics, &ctx.host.label);
-                discard(req.into_body()).await;
-                return Err((Answer::Misdirected, done));
-            }
-            authority_of(&req).unwrap_or(host)
+    if let Some(host) = headers::request_host(&req) {
+        let served_by = ctx.snapshot.host_for(Some(&host));
+        if !served_by.is_some_and(|h| Arc::ptr_eq(h, &ctx.host)) {
+            events::misdirected(&ctx.rt.metrics, &ctx.host.label);
+            discard(req.into_body()).await;
+            return Err((Answer::Misdirected, done));
         }
-        None => ctx.host.label.to_string(),
+    }
+    let Some(authority) = ClientAuthority::of(&req, &ctx.host.label) else {
+        return Err((Answer::BadRequest, done));
     };
     let limit = config.limits.max_body_bytes;
     if req.body().size_hint().lower() > limit {
@@ -134,21 +135,25 @@ async fn proxy(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
     let mut head = parts.headers;
-    rewrite_request(ctx, &mut head, &authority, upgrade, parts.version);
-    let bodiless = incoming.is_end_stream();
+    let Some(host) = authority.host_value(&head) else {
+        return Err((Answer::BadRequest, done));
+    };
+    rewrite_request(ctx, &mut head, &host, upgrade, parts.version);
     let seen = Arc::clone(&done.bytes_in);
-    let request = Outgoing {
+    let mut request = Outgoing {
         method: parts.method,
         path: parts
             .uri
             .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-        authority,
-        headers: head,
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        authority: authority.parsed,
+        host,
+        headers: Some(head),
         upgrade,
     };
     let body = RequestBody::new(incoming, limit, seen).boxed_unsync();
-    let sent = send(ctx, route, &request, body, bodiless, &mut done).await;
+    let sent = send(ctx, route, &mut request, body, &mut done).await;
     let (mut response, backend, sender, active) = match sent {
         Ok(sent) => sent,
         Err(answer) => {
@@ -227,46 +232,84 @@ fn finish(ctx: &ConnCtx, done: &RequestDone, complete: bool, bytes_out: u64) {
     events::request_done(ctx, done, complete, bytes_out);
 }
 
-/// The client's authority as sent (with its port), for the backend's `Host`/`:authority`.
-fn authority_of<B>(req: &Request<B>) -> Option<String> {
-    match req.uri().authority() {
-        Some(authority) => Some(authority.as_str().to_owned()),
-        None => req
-            .headers()
-            .get(header::HOST)?
-            .to_str()
-            .ok()
-            .map(str::to_owned),
+/// The authority the client asked for, as sent (with its port): the backend's `Host` /
+/// `:authority`.
+struct ClientAuthority {
+    parsed: Authority,
+    /// Whether it came from the `Host` header (which can then be passed on as it is).
+    from_host_header: bool,
+}
+
+impl ClientAuthority {
+    /// The request's URI authority (HTTP/2 `:authority`, absolute-form), else its `Host`,
+    /// else the host's label (HTTP/1.0 without `Host`). `None` when it does not parse.
+    fn of<B>(req: &Request<B>, label: &str) -> Option<Self> {
+        if let Some(authority) = req.uri().authority() {
+            return Some(Self {
+                parsed: authority.clone(),
+                from_host_header: false,
+            });
+        }
+        match req.headers().get(header::HOST) {
+            Some(host) => Some(Self {
+                parsed: Authority::try_from(host.as_bytes()).ok()?,
+                from_host_header: true,
+            }),
+            None => Some(Self {
+                parsed: Authority::try_from(label).ok()?,
+                from_host_header: false,
+            }),
+        }
+    }
+
+    /// The `Host` value for HTTP/1.1 backends.
+    fn host_value(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        match headers.get(header::HOST) {
+            Some(host) if self.from_host_header => Some(host.clone()),
+            _ => HeaderValue::from_str(self.parsed.as_str()).ok(),
+        }
     }
 }
 
-/// The request as it goes to a backend, kept apart from its body so that a request that was
-/// never sent can be rebuilt for another connection.
+/// The request as it goes to a backend, kept apart from its body: a request that never
+/// left (hyper gives it back) is rebuilt for another connection, possibly of the other
+/// protocol.
 struct Outgoing {
     method: Method,
-    path: String,
-    authority: String,
-    headers: HeaderMap,
+    path: PathAndQuery,
+    authority: Authority,
+    /// `authority` as a `Host` value.
+    host: HeaderValue,
+    /// The rewritten headers, until a build takes them (a request given back returns them).
+    headers: Option<HeaderMap>,
     upgrade: bool,
 }
 
 impl Outgoing {
     /// The request for a connection speaking `version`: origin-form with `Host` for
-    /// HTTP/1.1, absolute with `:authority` for HTTP/2.
-    fn build(&self, version: Version, tls: bool, body: ProxyBody) -> Option<Request<ProxyBody>> {
-        let mut headers = self.headers.clone();
+    /// HTTP/1.1, absolute with `:authority` for HTTP/2. `None` once the headers are gone.
+    fn build(
+        &mut self,
+        version: Version,
+        tls: bool,
+        body: ProxyBody,
+    ) -> Option<Request<ProxyBody>> {
+        let mut headers = self.headers.take()?;
         let uri = if version == Version::HTTP_2 {
             headers.remove(header::HOST);
             if self.upgrade {
                 headers::remove_hop_by_hop(&mut headers, false);
             }
-            let scheme = if tls { "https" } else { "http" };
-            format!("{scheme}://{}{}", self.authority, self.path)
-                .parse::<Uri>()
+            let scheme = if tls { Scheme::HTTPS } else { Scheme::HTTP };
+            Uri::builder()
+                .scheme(scheme)
+                .authority(self.authority.clone())
+                .path_and_query(self.path.clone())
+                .build()
                 .ok()?
         } else {
-            headers.insert(header::HOST, HeaderValue::from_str(&self.authority).ok()?);
-            self.path.parse::<Uri>().ok()?
+            headers.insert(header::HOST, self.host.clone());
+            Uri::from(self.path.clone())
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
@@ -275,6 +318,13 @@ impl Outgoing {
         *req.headers_mut() = headers;
         Some(req)
     }
+
+    /// Takes back a request that was never sent; returns its body.
+    fn given_back(&mut self, req: Request<ProxyBody>) -> ProxyBody {
+        let (parts, body) = req.into_parts();
+        self.headers = Some(parts.headers);
+        body
+    }
 }
 
 /// The request-side header rewrites: hop-by-hop, forwarding, client certificate, `Via` (with
@@ -282,7 +332,7 @@ impl Outgoing {
 fn rewrite_request(
     ctx: &ConnCtx,
     head: &mut HeaderMap,
-    authority: &str,
+    host: &HeaderValue,
     upgrade: bool,
     received: Version,
 ) {
@@ -291,12 +341,7 @@ fn rewrite_request(
     if upgrade {
         head.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let origin = Origin {
-        client: ctx.ends.client.ip(),
-        host: Some(authority),
-        port: ctx.ends.server.port(),
-    };
-    headers::set_forwarded(head, config.forwarded, ctx.trusted, origin);
+    headers::set_forwarded(head, config.forwarded, ctx.trusted, &ctx.client, host);
     if let Some(name) = &config.client_cert_header {
         head.remove(name);
         if let Some(subject) = &ctx.client_subject {
@@ -327,24 +372,25 @@ fn finish_headers(
         headers::add_via(head, version);
     }
     if let (Some(name), Some(id)) = (&config.request_id, request_id)
-        && let Ok(value) = HeaderValue::from_str(id)
+        && let Ok(mut value) = HeaderValue::from_str(id)
     {
+        // A new value every time: HTTP/2's header compression would only churn its table.
+        value.set_sensitive(true);
         head.insert(name.clone(), value);
     }
 }
 
 type Sent = (Response<Incoming>, usize, Sender, ActiveGuard);
 
-/// Sends the request to a backend of the route. A request that never left (its connection
-/// was closing) goes to another connection; a bodiless one is also re-sent after its
-/// connection failed mid-way, since nothing of it can have been acted on twice that a GET
-/// or HEAD would not already allow.
+/// Sends the request to a backend of the route. A backend that cannot be connected to is
+/// skipped for the next; a request that never left its connection (it was closing) goes to
+/// another connection. A request that failed after leaving is not re-sent: the backend may
+/// have acted on it.
 async fn send(
     ctx: &ConnCtx,
     route: RouteId,
-    request: &Outgoing,
+    request: &mut Outgoing,
     body: ProxyBody,
-    bodiless: bool,
     done: &mut RequestDone,
 ) -> Result<Sent, Answer> {
     let r = route_ref(ctx, route);
@@ -368,14 +414,12 @@ async fn send(
             failed = Some(Answer::BackendError);
             continue;
         };
-        let this_body = match body.take() {
-            Some(b) => b,
-            None if bodiless => body::empty(),
-            None => break,
+        let Some(this_body) = body.take() else {
+            break;
         };
         let tls = ctx.host.upstream_tls.is_some();
         let Some(req) = request.build(sender.version(), tls, this_body) else {
-            return Err(Answer::BadRequest);
+            break;
         };
         let backend = &r.pool.backends()[index];
         let active = backend.state.track();
@@ -387,7 +431,7 @@ async fn send(
                 return Ok((response, index, sender, active));
             }
             Ok(Err(mut e)) => {
-                body = e.take_message().map(Request::into_body);
+                body = e.take_message().map(|req| request.given_back(req));
                 events::backend_request_failed(ctx, &r.labels[index], e.error());
                 failed = Some(Answer::BackendError);
                 if fresh {

@@ -7,11 +7,12 @@
 //! `tlsedge_http_requests_total`; label values are bounded (configured routes, the standard
 //! methods or `other`, status codes).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use hyper::{Method, Request, StatusCode, Version};
-use metrics::{counter, histogram};
+use metrics::{Counter, Histogram, counter, histogram};
 use tokio::time::Instant;
 
 use super::Metrics;
@@ -83,9 +84,14 @@ impl Answer {
 pub struct RequestDone {
     started: Instant,
     method: &'static str,
-    path: String,
+    /// The method's slot in [`HttpMetrics`]' keys.
+    method_slot: u32,
+    /// The request target (cheap to keep: it shares the request's bytes); its path is logged.
+    uri: hyper::Uri,
     version: &'static str,
     route: Arc<str>,
+    /// The route's slot: 0 for the default route, `i + 1` for `routes[i]`.
+    route_slot: u32,
     /// The request id, if enabled.
     pub request_id: Option<String>,
     /// The backend it went to.
@@ -99,20 +105,19 @@ pub struct RequestDone {
 }
 
 impl RequestDone {
-    /// Starts the record of `req` on route `route` (counted as active from now).
-    pub fn start<B>(ctx: &ConnCtx, req: &Request<B>, route: &Arc<str>, max_path: usize) -> Self {
+    /// Starts the record of `req` on the route labelled `route` in slot `route_slot` (counted
+    /// as active from now).
+    pub fn start<B>(ctx: &ConnCtx, req: &Request<B>, route: &Arc<str>, route_slot: u32) -> Self {
         ctx.rt.metrics.http_active.increment(1.0);
-        let path = req.uri().path();
-        let mut end = path.len().min(max_path);
-        while !path.is_char_boundary(end) {
-            end -= 1;
-        }
+        let method_slot = method_slot(req.method());
         Self {
             started: Instant::now(),
-            method: method_label(req.method()),
-            path: path[..end].to_owned(),
+            method: METHOD_NAMES[method_slot as usize],
+            method_slot,
+            uri: req.uri().clone(),
             version: version_label(req.version()),
             route: Arc::clone(route),
+            route_slot,
             request_id: None,
             backend: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
@@ -122,8 +127,16 @@ impl RequestDone {
     }
 }
 
-/// The `method` label: a standard method's name, or `other`.
-fn method_label(method: &Method) -> &'static str {
+/// Longest path logged.
+const MAX_LOGGED_PATH: usize = 256;
+
+/// The `method` labels: the standard methods, then `other`.
+const METHOD_NAMES: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "other",
+];
+
+/// The slot of a method's label in [`METHOD_NAMES`].
+fn method_slot(method: &Method) -> u32 {
     const STANDARD: [Method; 9] = [
         Method::GET,
         Method::HEAD,
@@ -135,13 +148,19 @@ fn method_label(method: &Method) -> &'static str {
         Method::TRACE,
         Method::PATCH,
     ];
-    const NAMES: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    ];
     STANDARD
         .iter()
         .position(|m| m == method)
-        .map_or("other", |i| NAMES[i])
+        .map_or(STANDARD.len() as u32, |i| i as u32)
+}
+
+/// The first `max` bytes of `path`, cut at a character boundary.
+fn bounded(path: &str, max: usize) -> &str {
+    let mut end = path.len().min(max);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
 }
 
 fn version_label(version: Version) -> &'static str {
@@ -157,20 +176,14 @@ fn version_label(version: Version) -> &'static str {
 pub fn request_done(ctx: &ConnCtx, done: &RequestDone, complete: bool, bytes_out: u64) {
     let m = &ctx.rt.metrics;
     m.http_active.decrement(1.0);
-    let host = &ctx.host.label;
     let seconds = done.started.elapsed().as_secs_f64();
-    m.with(|| {
-        counter!(HTTP_REQUESTS, "host" => Arc::clone(host), "route" => Arc::clone(&done.route),
-            "method" => done.method, "code" => status_label(done.status))
-        .increment(1);
-        histogram!(HTTP_REQUEST_DURATION, "host" => Arc::clone(host),
-            "route" => Arc::clone(&done.route))
-        .record(seconds);
-    });
+    let handles = &ctx.http.metrics;
+    handles.request(m, done).increment(1);
+    handles.duration(m, done).record(seconds);
     tracing::info!(
         request.id = done.request_id.as_deref(),
         http.method = done.method,
-        http.path = done.path,
+        http.path = bounded(done.uri.path(), MAX_LOGGED_PATH),
         http.version = done.version,
         http.route = &*done.route,
         http.status = done.status,
@@ -186,9 +199,97 @@ pub fn request_done(ctx: &ConnCtx, done: &RequestDone, complete: bool, bytes_out
     );
 }
 
-/// The `code` label: statuses are numbers from 100 to 999, a bounded set.
+/// The `code` label: statuses are numbers from 100 to 999, a bounded set; two pseudo
+/// statuses name a backend request that got no answer.
 fn status_label(status: u16) -> String {
-    status.to_string()
+    match status {
+        BACKEND_ERROR => "error".to_owned(),
+        BACKEND_TIMEOUT => "timeout".to_owned(),
+        status => status.to_string(),
+    }
+}
+
+/// The `code` of a backend request that failed before its response head.
+const BACKEND_ERROR: u16 = 0;
+/// The `code` of a backend request that timed out.
+const BACKEND_TIMEOUT: u16 = 1;
+
+/// One HTTP host's metric handles, registered on first use and then found by a small integer
+/// key, so a request neither builds label sets nor hashes label strings.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    host: Arc<str>,
+    /// `(route slot, method slot, status)` → `tlsedge_http_requests_total`.
+    requests: RwLock<HashMap<u64, Counter>>,
+    /// Per route slot: `tlsedge_http_request_duration_seconds`.
+    durations: Vec<OnceLock<Histogram>>,
+    /// `(backend label, code)` → `tlsedge_http_backend_requests_total`.
+    backends: RwLock<HashMap<(Arc<str>, u16), Counter>>,
+}
+
+impl HttpMetrics {
+    /// Handles for host `host` with `routes` prefix routes (registered on first use).
+    pub fn new(host: &Arc<str>, routes: usize) -> Self {
+        Self {
+            host: Arc::clone(host),
+            requests: RwLock::default(),
+            durations: (0..=routes).map(|_| OnceLock::new()).collect(),
+            backends: RwLock::default(),
+        }
+    }
+
+    fn request(&self, m: &Metrics, done: &RequestDone) -> Counter {
+        let key = u64::from(done.route_slot) << 32
+            | u64::from(done.method_slot) << 16
+            | u64::from(done.status);
+        cached(&self.requests, key, || {
+            m.with(|| {
+                counter!(HTTP_REQUESTS, "host" => Arc::clone(&self.host),
+                    "route" => Arc::clone(&done.route), "method" => done.method,
+                    "code" => status_label(done.status))
+            })
+        })
+    }
+
+    fn duration(&self, m: &Metrics, done: &RequestDone) -> &Histogram {
+        let slot = (done.route_slot as usize).min(self.durations.len() - 1);
+        self.durations[slot].get_or_init(|| {
+            m.with(|| {
+                histogram!(HTTP_REQUEST_DURATION, "host" => Arc::clone(&self.host),
+                    "route" => Arc::clone(&done.route))
+            })
+        })
+    }
+
+    fn backend(&self, m: &Metrics, backend: &Arc<str>, code: u16) -> Counter {
+        let key = (Arc::clone(backend), code);
+        cached(&self.backends, key, || {
+            m.with(|| {
+                counter!(HTTP_BACKEND_REQUESTS, "host" => Arc::clone(&self.host),
+                    "backend" => Arc::clone(backend), "code" => status_label(code))
+            })
+        })
+    }
+}
+
+/// The handle under `key`, registered by `make` the first time. (A poisoned lock only means
+/// a panic elsewhere mid-insert; the map is still sound.)
+fn cached<K: std::hash::Hash + Eq>(
+    map: &RwLock<HashMap<K, Counter>>,
+    key: K,
+    make: impl FnOnce() -> Counter,
+) -> Counter {
+    if let Some(counter) = map
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return counter.clone();
+    }
+    let mut map = map
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.entry(key).or_insert_with(make).clone()
 }
 
 /// A request named a host this connection does not serve.
@@ -198,29 +299,29 @@ pub fn misdirected(m: &Metrics, host: &Arc<str>) {
 
 /// A backend answered with `status`.
 pub fn backend_answered(ctx: &ConnCtx, backend: &Arc<str>, status: u16) {
-    count_backend(ctx, backend, status_label(status));
+    let m = &ctx.rt.metrics;
+    ctx.http.metrics.backend(m, backend, status).increment(1);
 }
 
 /// A request to a backend failed before its response head (the connection broke, or the
 /// backend's answer was not HTTP).
 pub fn backend_request_failed(ctx: &ConnCtx, backend: &Arc<str>, error: &hyper::Error) {
     tracing::warn!(backend.addr = &**backend, error = %error, "backend request failed");
-    count_backend(ctx, backend, "error".to_owned());
+    let m = &ctx.rt.metrics;
+    ctx.http
+        .metrics
+        .backend(m, backend, BACKEND_ERROR)
+        .increment(1);
 }
 
 /// A backend did not start its response within `response_timeout`.
 pub fn backend_timed_out(ctx: &ConnCtx, backend: &Arc<str>) {
     tracing::warn!(backend.addr = &**backend, "backend response timed out");
-    count_backend(ctx, backend, "timeout".to_owned());
-}
-
-fn count_backend(ctx: &ConnCtx, backend: &Arc<str>, code: String) {
-    let host = &ctx.host.label;
-    ctx.rt.metrics.with(|| {
-        counter!(HTTP_BACKEND_REQUESTS, "host" => Arc::clone(host),
-            "backend" => Arc::clone(backend), "code" => code)
+    let m = &ctx.rt.metrics;
+    ctx.http
+        .metrics
+        .backend(m, backend, BACKEND_TIMEOUT)
         .increment(1);
-    });
 }
 
 /// A client connection ended with an HTTP protocol error (bad request line, header timeout,
