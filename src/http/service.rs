@@ -115,7 +115,7 @@ async fn proxy(
         let served_by = ctx.snapshot.host_for(Some(&host));
         if !served_by.is_some_and(|h| Arc::ptr_eq(h, &ctx.host)) {
             events::misdirected(&ctx.rt.metrics, &ctx.host.label);
-            discard(req.into_body()).await;
+            Box::pin(discard(req.into_body())).await;
             return Err((Answer::Misdirected, done));
         }
     }
@@ -124,7 +124,7 @@ async fn proxy(
     };
     let limit = config.limits.max_body_bytes;
     if req.body().size_hint().lower() > limit {
-        discard(req.into_body()).await;
+        Box::pin(discard(req.into_body())).await;
         return Err((Answer::TooLarge, done));
     }
     if let Some(name) = &config.request_id {
@@ -447,13 +447,22 @@ async fn send(
     Err(failed.unwrap_or(Answer::NoBackend))
 }
 
-/// A connection to backend `index` of the route: a pooled one, else a new one. `true` when
-/// new. `None` when connecting failed (logged and counted).
+/// A connection to backend `index` of the route: a pooled one, else a new one (`true`).
+/// `None` when connecting failed (logged and counted).
 async fn connection(ctx: &ConnCtx, r: &RouteRef<'_>, index: usize) -> Option<(Sender, bool)> {
-    let config = &ctx.http.config;
-    if let Some(sender) = r.conns[index].checkout(config.backend_idle).await {
+    if let Some(sender) = r.conns[index].checkout(ctx.http.config.backend_idle).await {
         return Some((sender, false));
     }
+    // Boxed: connecting (TCP, TLS, HTTP handshake) is the large, rare path; unboxed it would
+    // size every request's future for it.
+    let sender = Box::pin(connect_new(ctx, r, index)).await?;
+    Some((sender, true))
+}
+
+/// A new connection to backend `index` of the route. `None` when it failed (logged and
+/// counted).
+async fn connect_new(ctx: &ConnCtx, r: &RouteRef<'_>, index: usize) -> Option<Sender> {
+    let config = &ctx.http.config;
     let backend = &r.pool.backends()[index];
     let label = &r.labels[index];
     let snapshot = &ctx.snapshot;
@@ -490,7 +499,7 @@ async fn connection(ctx: &ConnCtx, r: &RouteRef<'_>, index: usize) -> Option<(Se
         }
     };
     match handshake {
-        Ok(sender) => Some((sender, true)),
+        Ok(sender) => Some(sender),
         Err(e) => {
             events::backend_request_failed(ctx, label, &e);
             None
