@@ -759,3 +759,30 @@ async fn the_verified_client_certificate_subject_reaches_the_backend() {
     assert!(!subject.contains("forged"), "{subject}");
     lb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_backend, site, lb) = one_backend("", "", "").await;
+    let mut tls = h1_connection(&site, &lb, None).await;
+    tls.write_all(b"GET /slow/0 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("slept=0") {
+        let mut buf = [0u8; 4096];
+        let n = tls.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The drain limit is 30 s; `stop` waits at most PATIENCE (10 s): it returns only because
+    // the idle keep-alive connection was closed when draining began.
+    let started = tokio::time::Instant::now();
+    lb.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(PATIENCE, tls.read(&mut buf))
+        .await
+        .expect("closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+}
