@@ -14,8 +14,14 @@
 //!   [`upstream::tls`]; names kept fresh by [`upstream::dns`], backends probed by
 //!   `upstream::probe`), sends it a PROXY v2 header if asked ([`l4::proxy_header`]) and relays
 //!   ([`l4::relay`]);
+//! - `http` is [`http`]: hyper serves HTTP/1.1 or HTTP/2 by the negotiated ALPN
+//!   ([`http::activity`] keeps the idle and header clocks), and each request is proxied by
+//!   [`http::service`] — route, 421 check, limits, header rewrites ([`http::headers`]) — over
+//!   pooled backend connections ([`http::client`]), bodies streaming through [`http::body`],
+//!   upgrades relayed by [`http::upgrade`]; plain-HTTP listeners redirect ([`http::redirect`]);
 //! - every event is logged and counted in one place ([`metrics::events`]), through per-host
-//!   handles ([`metrics::host`]); each connection ends with one close line.
+//!   handles ([`metrics::host`]); each connection ends with one close line, each HTTP request
+//!   with one request line ([`metrics::http`]).
 //!
 //! Configuration flows the other way: [`config`] reads and validates YAML, [`reload`] watches
 //! the files and re-reads them on change, and [`runtime::Runtime::install`] looks up new backend
