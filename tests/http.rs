@@ -786,3 +786,52 @@ async fn drain_closes_idle_keep_alive_connections_at_once() {
         .expect("closed");
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
 }
+
+/// A backend that answers one request per connection as if keep-alive, then closes it: the
+/// pooled connection is found closed at the next checkout (its connection future, polled there,
+/// reads the end) and the request goes to a new one, without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closing_an_idle_connection_costs_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                let _ = stream.write_all(answer).await;
+                // Closed while idle, without `Connection: close`.
+            });
+        }
+    });
+    let (site, config) = http_site(&[addr], "", "", "");
+    let lb = Lb::start(&config).await;
+    for _ in 0..3 {
+        let got = get(&site, &lb, "/", &["--http1.1"]).await;
+        assert_eq!(got.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        3,
+        "one backend connection each"
+    );
+    lb.stop().await;
+    task.abort();
+}
