@@ -788,8 +788,8 @@ async fn drain_closes_idle_keep_alive_connections_at_once() {
 }
 
 /// A backend that answers one request per connection as if keep-alive, then closes it: the
-/// pooled connection is found closed at the next checkout (its connection future, polled there,
-/// reads the end) and the request goes to a new one, without an error.
+/// pooled connection is found closed at the next checkout and the request goes to a new one,
+/// without an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_closing_an_idle_connection_costs_no_request() {
     use std::sync::Arc;
@@ -825,6 +825,8 @@ async fn a_backend_closing_an_idle_connection_costs_no_request() {
     for _ in 0..3 {
         let got = get(&site, &lb, "/", &["--http1.1"]).await;
         assert_eq!(got.status, 200);
+        // Time for the backend's close to arrive, so the next request meets a closed pooled
+        // connection rather than racing it.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
