@@ -16,8 +16,8 @@
 //!   ([`l4::relay`]);
 //! - `http` is [`http`]: hyper serves HTTP/1.1 or HTTP/2 by the negotiated ALPN
 //!   ([`http::activity`] keeps the idle and header clocks), and each request is proxied by
-//!   [`http::service`] — route, 421 check, limits, header rewrites ([`http::headers`]) — over
-//!   pooled backend connections ([`http::client`]), bodies streaming through [`http::body`],
+//!   [`http::service`] — route, 421 check, limits, header rewrites ([`http::headers`]) — and
+//!   forwarded (`http::forward`) over pooled backend connections ([`http::client`]), bodies streaming through [`http::body`],
 //!   upgrades relayed by [`http::upgrade`]; plain-HTTP listeners redirect ([`http::redirect`]);
 //! - every event is logged and counted in one place ([`metrics::events`]), through per-host
 //!   handles ([`metrics::host`]); each connection ends with one close line, each HTTP request

@@ -11,6 +11,7 @@
 pub mod activity;
 pub mod body;
 pub mod client;
+mod forward;
 pub mod headers;
 pub mod redirect;
 pub mod service;
