@@ -6,8 +6,9 @@
 //!    closed before it costs a handshake;
 //! 3. ClientHello → route (SNI lookup, allow list) → handshake, all under one deadline
 //!    ([`accept`]);
-//! 4. dispatch on the host's mode: today `tcp`, the L4 relay ([`crate::l4`]). The HTTP mode and
-//!    the ACME `acme-tls/1` challenge answer join here as further arms of [`dispatch`].
+//! 4. dispatch on the host's mode: `tcp`, the L4 relay ([`crate::l4`]), or `http`, HTTP/1.1
+//!    and HTTP/2 proxying ([`crate::http`]). The ACME `acme-tls/1` challenge answer joins here
+//!    as a further arm of [`dispatch`].
 //!
 //! The snapshot is loaded once, at the start: everything this connection does comes from one
 //! configuration even if a reload lands midway. [`serve`] is generic over the stream, so the
