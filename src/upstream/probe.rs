@@ -106,7 +106,12 @@ async fn probe(
     let authority = check.host.as_deref().unwrap_or(&host.label);
     let request = |h2: bool| {
         let uri = if h2 {
-            format!("http://{authority}{}", check.path)
+            let scheme = if host.upstream_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{authority}{}", check.path)
         } else {
             check.path.clone()
         };
