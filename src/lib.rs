@@ -27,6 +27,7 @@
 //! the files and re-reads them on change, and [`runtime::Runtime::install`] looks up new backend
 //! names, builds a new snapshot and publishes it with one store.
 
+pub mod acme;
 mod admin;
 pub mod config;
 pub mod conn;

@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::acme::challenges::Challenges;
 use crate::config::Config;
 use crate::conn::client_limit::ClientLimits;
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     /// Open connections per client address, for `limits.per_client_ip`.
     pub client_limits: Arc<ClientLimits>,
+    /// Pending ACME challenge answers (empty without ACME).
+    pub challenges: Arc<Challenges>,
     generation: AtomicU64,
     last_success: AtomicU64,
     epoch: Instant,
@@ -45,6 +48,7 @@ impl Runtime {
             tls,
             metrics,
             client_limits: Arc::default(),
+            challenges: Arc::default(),
             generation: AtomicU64::new(1),
             last_success: AtomicU64::new(0),
             epoch: Instant::now(),

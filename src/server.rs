@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acme::manager::Manager;
 use crate::config::ProxyInput;
 use crate::config::{self, LoadError};
 use crate::conn::listener::{Lifecycle, accept_loop};
@@ -32,6 +33,9 @@ pub enum StartError {
     /// The ticket keys could not be loaded.
     #[error(transparent)]
     Tickets(#[from] crate::tls::tickets::TicketError),
+    /// The ACME storage directory could not be prepared.
+    #[error("acme.storage: {0}")]
+    Storage(#[source] crate::acme::storage::StorageError),
     /// A socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -71,6 +75,16 @@ impl Server {
         }
         let files = loaded.referenced_files();
         let config = loaded.config;
+        if let Some(acme) = &config.start.acme {
+            // Before the watcher starts: it watches these directories for the first files.
+            let labels: Vec<&str> = config
+                .hosts
+                .iter()
+                .filter(|h| h.acme)
+                .map(|h| h.label.as_str())
+                .collect();
+            crate::acme::storage::prepare(&acme.storage, &labels).map_err(StartError::Storage)?;
+        }
         // Watch before fingerprinting: a change after this point is either in the fingerprint
         // or queued as an event for `run`.
         let (trigger, signals) = watch::channel(config.start.reload.watch, &files);
@@ -217,6 +231,11 @@ impl Server {
             Arc::clone(&rt),
             snapshot.config.start.reload.dns_refresh,
         ));
+        let acme_stop = CancellationToken::new();
+        let acme = snapshot.config.start.acme.clone().map(|settings| {
+            let manager = Manager::new(Arc::clone(&rt), settings, self.trigger.clone());
+            tokio::spawn(manager.run(acme_stop.clone()))
+        });
         let watcher = tokio::spawn(watch::run(
             self.reloader,
             snapshot.config.start.reload,
@@ -224,7 +243,11 @@ impl Server {
             admin_stop.clone(),
         ));
         shutdown.await;
+        acme_stop.cancel();
         drain(&life, rt.snapshot.load().timeouts.drain).await;
+        if let Some(acme) = acme {
+            let _ = acme.await;
+        }
         upkeep.abort();
         health.abort();
         sweep.abort();

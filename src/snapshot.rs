@@ -123,6 +123,11 @@ pub struct Snapshot {
     pub hosts: Vec<Arc<Host>>,
     /// Host for clients without SNI or with an unknown name.
     pub default_host: Option<usize>,
+    /// Names of `certs: acme` hosts without a certificate yet → index into `pending`.
+    pub pending_names: NameIndex,
+    /// The labels of those hosts: their handshakes are refused (`cert_pending`), never
+    /// served by another host's certificate.
+    pub pending: Vec<Arc<str>>,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Backends tried per connection.
@@ -170,6 +175,7 @@ impl Snapshot {
         let mut hosts = Vec::with_capacity(config.hosts.len());
         let mut skipped = Vec::new();
         let mut default_host = None;
+        let (mut pending_names, mut pending) = (NameIndex::default(), Vec::new());
         for (i, host) in config.hosts.iter().enumerate() {
             let old = old_hosts.get(host.label.as_str()).copied();
             match build_host(host, tls, old, answers) {
@@ -183,6 +189,12 @@ impl Snapshot {
                     }
                     hosts.push(Arc::new(built));
                 }
+                Err(SkipReason::NoUsableCertificate) if host.acme => {
+                    for name in &host.names {
+                        pending_names.insert(name, pending.len());
+                    }
+                    pending.push(Arc::from(host.label.as_str()));
+                }
                 Err(reason) => skipped.push(Skipped {
                     host: host.label.clone(),
                     reason,
@@ -194,6 +206,8 @@ impl Snapshot {
             names,
             hosts,
             default_host,
+            pending_names,
+            pending,
             timeouts: config.timeouts,
             backend_attempts: config.backend_attempts,
             per_client_ip: config.per_client_ip,
@@ -222,6 +236,16 @@ impl Snapshot {
         names.sort_unstable();
         names.dedup();
         names
+    }
+
+    /// The label of the ACME host waiting for its first certificate that `sni` names, if any.
+    pub fn pending_for(&self, sni: &str) -> Option<&Arc<str>> {
+        self.pending_names.lookup(sni).map(|i| &self.pending[i])
+    }
+
+    /// Whether `name` is one of the configured names (served or pending).
+    pub fn knows(&self, name: &str) -> bool {
+        self.names.lookup(name).is_some() || self.pending_for(name).is_some()
     }
 
     /// The host serving `sni` (or a missing SNI), falling back to the default host.

@@ -11,6 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+mod acme;
+pub use acme::{AcmeChallenge, AcmeKeyType, LETS_ENCRYPT, RawAcme, RawAcmeRetry, RawCerts, RawEab};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +41,9 @@ pub struct RawConfig {
     /// Plain HTTP listeners (`0.0.0.0:80`): every configured name is redirected to https.
     #[serde(default)]
     pub http_listeners: Vec<String>,
+    /// Automatic certificates (ACME), for hosts with `certs: acme`.
+    #[serde(default)]
+    pub acme: Option<RawAcme>,
     /// The hosts (virtual servers) this proxy terminates TLS for.
     pub hosts: Vec<RawHost>,
 }
@@ -249,8 +255,9 @@ impl Default for RawSessions {
 pub struct RawHost {
     /// Exact names (`shop.example.com`) and wildcards (`*.example.com`).
     pub names: Vec<String>,
-    /// One or more certificate chain + private key pairs (e.g. one ECDSA and one RSA).
-    pub certs: Vec<RawCert>,
+    /// One or more certificate chain + private key pairs (e.g. one ECDSA and one RSA), or
+    /// `acme` to have them obtained and renewed automatically.
+    pub certs: RawCerts,
     /// Where decrypted connections go (in `http` mode: requests no route claims).
     pub backends: Vec<RawBackend>,
     /// Backend selection policy.

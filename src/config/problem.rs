@@ -182,6 +182,34 @@ pub enum Issue {
         /// The index of the route that claimed it first.
         other: usize,
     },
+    /// `certs: acme` without a top-level `acme:` section.
+    #[error("`certs: acme` needs a top-level `acme:` section (directory, contact, storage)")]
+    AcmeNotConfigured,
+    /// A wildcard name on a host with `certs: acme`.
+    #[error(
+        "{name} is a wildcard: ACME issues wildcards only by the DNS-01 challenge, which tlsedge does not do; give this host certificate files (e.g. from certbot's DNS plugins)"
+    )]
+    AcmeWildcard {
+        /// The wildcard.
+        name: String,
+    },
+    /// The HTTP-01 challenge without a plain-HTTP listener to answer it on.
+    #[error("http-01 is answered on port 80: add an `http_listeners` entry, or use tls-alpn-01")]
+    AcmeNoHttpListener,
+    /// A value listed twice.
+    #[error("{value} is listed twice")]
+    Repeated {
+        /// The value.
+        value: String,
+    },
+    /// A file that could not be read or used.
+    #[error("cannot use {path}: {reason}")]
+    BadFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A private key file is readable by group or others.
     #[error("private key {path} is readable by group or others (mode {mode:o})")]
     KeyPermissions {

@@ -1,6 +1,7 @@
 //! The TLS stages of the pipeline: read the ClientHello, route it to a host (SNI lookup, allow
 //! list), and finish the handshake with that host's prebuilt `ServerConfig`, all under the one
-//! handshake deadline.
+//! handshake deadline. An ACME TLS-ALPN-01 validation (a ClientHello offering only
+//! `acme-tls/1`) is answered here with its challenge certificate and goes no further.
 //!
 //! Each stage either hands the connection on or returns a [`Refusal`]: the bounded reason, a
 //! detail for the log line, and the alert to send, if any.
@@ -16,6 +17,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, StartHandshake};
 
+use crate::acme::challenges::{self, Challenges};
 use crate::metrics::HandshakeFailure;
 use crate::metrics::host::Handshake;
 use crate::snapshot::{Host, Snapshot};
@@ -23,6 +25,8 @@ use crate::snapshot::{Host, Snapshot};
 /// A TLS alert record: fatal `unrecognized_name` (RFC 6066), sent in plaintext before any
 /// ServerHello when the SNI matches no host.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+/// A fatal `handshake_failure` alert, for a host that has no certificate yet (ACME pending).
+const HANDSHAKE_FAILURE_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
 /// A fatal `access_denied` alert, for clients outside a host's `allow` list.
 const ACCESS_DENIED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
 /// How long we try to deliver an alert to a client we are refusing.
@@ -59,15 +63,26 @@ pub struct Negotiated {
     pub took: Duration,
 }
 
-/// The TLS stages in order: ClientHello, route, handshake. The span's `tls.sni` and `tls.host`
-/// are recorded as they become known.
+/// What the TLS stages end in.
+#[derive(Debug)]
+pub enum Accepted<IO> {
+    /// A finished handshake with one of the hosts: on to its mode.
+    Host(Arc<Host>, Box<TlsStream<IO>>, Negotiated),
+    /// An ACME TLS-ALPN-01 validation of this name, answered: the connection is done.
+    AcmeValidation(String),
+}
+
+/// The TLS stages in order: ClientHello, route, handshake. A ClientHello that is an ACME
+/// TLS-ALPN-01 validation is answered from `challenges` instead. The span's `tls.sni` and
+/// `tls.host` are recorded as they become known.
 pub async fn tls<IO>(
     snapshot: &Snapshot,
+    challenges: &Challenges,
     io: IO,
     client: IpAddr,
     started: Instant,
     deadline: Instant,
-) -> Result<(Arc<Host>, Box<TlsStream<IO>>, Negotiated), Refusal>
+) -> Result<Accepted<IO>, Refusal>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -75,10 +90,44 @@ where
     if let Some(sni) = hello.client_hello().server_name() {
         tracing::Span::current().record("tls.sni", sni);
     }
+    if challenges::is_validation(&hello.client_hello()) {
+        return acme_validation(challenges, hello, deadline)
+            .await
+            .map(Accepted::AcmeValidation);
+    }
     let host = route(snapshot, &mut hello, client).await?;
     tracing::Span::current().record("tls.host", &*host.label);
     let (tls, negotiated) = handshake(hello, &host, started, deadline).await?;
-    Ok((host, tls, negotiated))
+    Ok(Accepted::Host(host, tls, negotiated))
+}
+
+/// Answers a TLS-ALPN-01 validation with the challenge certificate of its name, then closes.
+/// A name without a pending challenge is refused.
+async fn acme_validation<IO>(
+    challenges: &Challenges,
+    mut hello: StartHandshake<IO>,
+    deadline: Instant,
+) -> Result<String, Refusal>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = hello.client_hello().server_name().map(str::to_owned);
+    let config = name.as_deref().and_then(|n| challenges.tls_alpn(n));
+    let (Some(name), Some(config)) = (name.clone(), config) else {
+        send_alert(&mut hello, &UNRECOGNIZED_NAME_ALERT).await;
+        let detail = name.unwrap_or_default();
+        return Err(Refusal::new(HandshakeFailure::AcmeNoChallenge, detail));
+    };
+    let mut tls = match timeout_at(deadline, hello.into_stream(config)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return Err(Refusal::new(classify(&e), e.to_string())),
+        Err(_) => {
+            let detail = "validation handshake not finished in time";
+            return Err(Refusal::new(HandshakeFailure::Timeout, detail));
+        }
+    };
+    let _ = timeout(ALERT_TIMEOUT, tls.shutdown()).await;
+    Ok(name)
 }
 
 /// Reads the ClientHello.
@@ -109,7 +158,11 @@ where
     let found = {
         let client_hello = hello.client_hello();
         let sni = client_hello.server_name();
+        let pending = sni.and_then(|name| snapshot.pending_for(name));
         match snapshot.host_for(sni) {
+            _ if let Some(label) = pending => {
+                Err(Refusal::new(HandshakeFailure::CertPending, &**label))
+            }
             Some(host) => Ok(Arc::clone(host)),
             None if sni.is_some() => Err(Refusal::new(
                 HandshakeFailure::UnknownSni,
@@ -121,7 +174,11 @@ where
     let host = match found {
         Ok(host) => host,
         Err(refusal) => {
-            send_alert(hello, &UNRECOGNIZED_NAME_ALERT).await;
+            let alert = match refusal.reason {
+                HandshakeFailure::CertPending => &HANDSHAKE_FAILURE_ALERT,
+                _ => &UNRECOGNIZED_NAME_ALERT,
+            };
+            send_alert(hello, alert).await;
             return Err(refusal);
         }
     };

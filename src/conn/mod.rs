@@ -6,9 +6,9 @@
 //!    closed before it costs a handshake;
 //! 3. ClientHello → route (SNI lookup, allow list) → handshake, all under one deadline
 //!    ([`accept`]);
+//!    An ACME TLS-ALPN-01 validation ends here, answered with its challenge certificate;
 //! 4. dispatch on the host's mode: `tcp`, the L4 relay ([`crate::l4`]), or `http`, HTTP/1.1
-//!    and HTTP/2 proxying ([`crate::http`]). The ACME `acme-tls/1` challenge answer joins here
-//!    as a further arm of [`dispatch`].
+//!    and HTTP/2 proxying ([`crate::http`]).
 //!
 //! The snapshot is loaded once, at the start: everything this connection does comes from one
 //! configuration even if a reload lands midway. [`serve`] is generic over the stream, so the
@@ -153,9 +153,13 @@ async fn pipeline<IO>(
     // The TLS stages run in one boxed future: their state (the ClientHello alone is 1.4 KiB) is
     // freed when they finish instead of sizing the task for its whole life, which is mostly
     // spent idle in a mode.
-    let tls_stages = accept::tls(snapshot, io, ends.client.ip(), started, deadline);
+    let client = ends.client.ip();
+    let tls_stages = accept::tls(snapshot, &rt.challenges, io, client, started, deadline);
     let (host, tls, negotiated) = match Box::pin(tls_stages).await {
-        Ok(accepted) => accepted,
+        Ok(accept::Accepted::Host(host, tls, negotiated)) => (host, tls, negotiated),
+        Ok(accept::Accepted::AcmeValidation(name)) => {
+            return crate::metrics::acme::challenge_answered(&rt.metrics, "tls-alpn-01", &name);
+        }
         Err(refusal) => return events::refused(&rt.metrics, &refusal),
     };
     events::handshake_done(&rt.metrics, &host, &negotiated);

@@ -21,8 +21,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A short text body (error answers, redirects).
-pub fn text(message: &'static str) -> ProxyBody {
-    http_body_util::Full::new(Bytes::from_static(message.as_bytes()))
+pub fn text(message: impl Into<Bytes>) -> ProxyBody {
+    http_body_util::Full::new(message.into())
         .map_err(|never| match never {})
         .boxed_unsync()
 }

@@ -1,7 +1,7 @@
 //! The plain-HTTP listeners (`http_listeners`, port 80): every request for a configured name
 //! is answered with a 308 redirect to the same path and query over https; any other host gets
-//! 404. Nothing is proxied. `/.well-known/acme-challenge/` is left for the ACME HTTP-01
-//! answer (404 until then).
+//! 404. Nothing is proxied. `/.well-known/acme-challenge/<token>` answers a pending ACME
+//! HTTP-01 challenge for the name asked ([`crate::acme::challenges`]), and 404 otherwise.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,6 +18,9 @@ use super::headers::request_host;
 use crate::conn::Shutdown;
 use crate::metrics::http as events;
 use crate::runtime::Runtime;
+
+/// Where ACME HTTP-01 validation requests ask.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 /// A request's header block must arrive within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,7 +62,11 @@ pub async fn serve(rt: Arc<Runtime>, stream: TcpStream, https_port: u16, shutdow
 fn answer(rt: &Runtime, req: &Request<Incoming>, https_port: u16) -> Response<ProxyBody> {
     let snapshot = rt.snapshot.load();
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let known = request_host(req).filter(|host| snapshot.names.lookup(host).is_some());
+    let host = request_host(req);
+    if let Some(token) = path.strip_prefix(ACME_CHALLENGE) {
+        return acme_answer(rt, token, host.as_deref());
+    }
+    let known = host.filter(|host| snapshot.knows(host));
     let location = known.as_ref().and_then(|host| {
         let port = if https_port == 443 {
             String::new()
@@ -74,7 +81,7 @@ fn answer(rt: &Runtime, req: &Request<Incoming>, https_port: u16) -> Response<Pr
         HeaderValue::try_from(format!("https://{host}{port}{path}")).ok()
     });
     match location {
-        Some(location) if !path.starts_with("/.well-known/acme-challenge/") => {
+        Some(location) => {
             events::redirect(&rt.metrics, "redirected");
             let mut response = Response::new(body::empty());
             *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
@@ -83,6 +90,31 @@ fn answer(rt: &Runtime, req: &Request<Incoming>, https_port: u16) -> Response<Pr
         }
         _ => {
             events::redirect(&rt.metrics, "unknown_host");
+            let mut response = Response::new(body::text("404 not found\n"));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    }
+}
+
+/// The HTTP-01 answer for `token`, if one is pending for the name asked (else 404).
+fn acme_answer(rt: &Runtime, token: &str, host: Option<&str>) -> Response<ProxyBody> {
+    match rt.challenges.http(token, host) {
+        Some(key_authorization) => {
+            crate::metrics::acme::challenge_answered(
+                &rt.metrics,
+                "http-01",
+                host.unwrap_or_default(),
+            );
+            let mut response = Response::new(body::text(key_authorization));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            response
+        }
+        None => {
+            events::redirect(&rt.metrics, "unknown_challenge");
             let mut response = Response::new(body::text("404 not found\n"));
             *response.status_mut() = StatusCode::NOT_FOUND;
             response

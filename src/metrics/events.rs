@@ -81,12 +81,23 @@ pub fn closed(m: &Metrics, host: &Host, negotiated: &Negotiated, end: &Closed, o
 /// A connection was refused before or during its handshake.
 pub fn refused(m: &Metrics, refusal: &Refusal) {
     let reason = refusal.reason.as_str();
-    tracing::info!(
-        outcome = "handshake_failed",
-        reason,
-        detail = refusal.detail,
-        "connection closed"
-    );
+    if refusal.reason == HandshakeFailure::CertPending {
+        // Said once per host when it is found without a certificate (`acme::pending`), not
+        // for every client that tries it meanwhile.
+        tracing::debug!(
+            outcome = "handshake_failed",
+            reason,
+            detail = refusal.detail,
+            "connection closed"
+        );
+    } else {
+        tracing::info!(
+            outcome = "handshake_failed",
+            reason,
+            detail = refusal.detail,
+            "connection closed"
+        );
+    }
     m.with(|| counter!(HANDSHAKE_FAILURES, "reason" => reason).increment(1));
 }
 

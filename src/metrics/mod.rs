@@ -8,6 +8,7 @@
 //! `metrics::with_local_recorder`) instead of the process-global one, so several servers in one
 //! process — as in the test suite — keep separate numbers.
 
+pub mod acme;
 pub mod events;
 pub mod host;
 pub mod http;
@@ -48,6 +49,10 @@ pub enum HandshakeFailure {
     Io,
     /// The server's drain deadline passed before the connection reached its mode.
     Shutdown,
+    /// The host's first ACME certificate has not been issued yet.
+    CertPending,
+    /// An ACME TLS-ALPN-01 validation for a name without a pending challenge.
+    AcmeNoChallenge,
 }
 
 impl HandshakeFailure {
@@ -65,6 +70,8 @@ impl HandshakeFailure {
             Self::ClientAlert => "client_alert",
             Self::Io => "io",
             Self::Shutdown => "shutdown",
+            Self::CertPending => "cert_pending",
+            Self::AcmeNoChallenge => "acme_no_challenge",
         }
     }
 }

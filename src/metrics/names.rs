@@ -63,6 +63,14 @@ pub const HTTP_MISDIRECTED: &str = "tlsedge_http_misdirected_total";
 pub const HTTP_PROTOCOL_ERRORS: &str = "tlsedge_http_protocol_errors_total";
 /// Requests on the redirect listeners `{result}`.
 pub const HTTP_REDIRECTS: &str = "tlsedge_http_redirects_total";
+/// ACME orders by result `{host, result}` (`issued`, or why one failed).
+pub const ACME_ORDERS: &str = "tlsedge_acme_orders_total";
+/// When a host's certificates are next renewed (or ordered again) `{host}`.
+pub const ACME_NEXT_RENEWAL: &str = "tlsedge_acme_next_renewal_timestamp_seconds";
+/// When a host's last ACME order failed `{host}`.
+pub const ACME_LAST_ERROR: &str = "tlsedge_acme_last_error_timestamp_seconds";
+/// ACME challenge validations answered `{challenge}`.
+pub const ACME_CHALLENGES: &str = "tlsedge_acme_challenges_answered_total";
 /// Failed accept() calls.
 pub const ACCEPT_ERRORS: &str = "tlsedge_accept_errors_total";
 
@@ -137,6 +145,24 @@ pub(crate) fn describe_all() {
     describe_counter!(
         HTTP_REDIRECTS,
         "Requests on the plain-HTTP redirect listeners (redirected, unknown_host)."
+    );
+    describe_counter!(
+        ACME_ORDERS,
+        "ACME orders by result (issued, ca_error, unreachable, challenge_failed, timeout, storage, setup, protocol)."
+    );
+    describe_gauge!(
+        ACME_NEXT_RENEWAL,
+        Unit::Seconds,
+        "Unix time of the next ACME renewal of the host's certificates (or the next attempt to obtain one)."
+    );
+    describe_gauge!(
+        ACME_LAST_ERROR,
+        Unit::Seconds,
+        "Unix time of the host's last failed ACME order."
+    );
+    describe_counter!(
+        ACME_CHALLENGES,
+        "ACME challenge validations answered (tls-alpn-01, http-01)."
     );
     describe_counter!(
         ACCEPT_ERRORS,

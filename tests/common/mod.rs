@@ -699,6 +699,7 @@ pub fn addrs(backends: &[Backend]) -> Vec<SocketAddr> {
 pub fn ecdsa(site: &Site, stem: &str, names: &[&str]) -> Issued {
     site.cert(stem, names, KeyKind::Ecdsa)
 }
+pub mod acme;
 pub mod files;
 pub mod process;
 pub mod web;

@@ -9,12 +9,14 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
+use super::acme::AcmeConfig;
 use super::bounds::{DAY, MAX_HEALTH_COUNT, Zero};
 use super::{
     BackendConfig, BackendTls, ClientAuth, EXPIRY_WARNING, HealthCheck, HostConfig, Validator,
 };
 use crate::config::model::{
-    BalancePolicy, RawBackend, RawBackendTls, RawCert, RawClientAuth, RawHealthCheck, RawHost,
+    BalancePolicy, RawBackend, RawBackendTls, RawCert, RawCerts, RawClientAuth, RawHealthCheck,
+    RawHost,
 };
 use crate::config::problem::{Issue, Scope, Severity};
 use crate::tls::certs::{self, LoadedCert};
@@ -22,10 +24,14 @@ use crate::tls::names::{HostName, NameIndex};
 use crate::upstream::{BackendAddr, Policy};
 
 impl Validator<'_> {
-    pub(super) fn host(&mut self, i: usize, raw: &RawHost, index: &mut NameIndex) -> HostConfig {
-        let label = raw.names.first().map_or_else(String::new, |n| {
-            n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase()
-        });
+    pub(super) fn host(
+        &mut self,
+        i: usize,
+        raw: &RawHost,
+        index: &mut NameIndex,
+        acme: Option<&AcmeConfig>,
+    ) -> HostConfig {
+        let label = label(raw);
         let at = format!("hosts[{i}] ({label})");
         if raw.names.is_empty() {
             self.error(format!("{at}: names"), Issue::Empty);
@@ -46,7 +52,10 @@ impl Validator<'_> {
             }
             names.push(parsed);
         }
-        let certs = self.host_certs(i, &at, &raw.certs, &names);
+        let certs = match &raw.certs {
+            RawCerts::Files(files) => self.host_certs(i, &at, files, &names),
+            RawCerts::Acme => self.acme_certs(i, &at, acme, &names),
+        };
         let backends = self.backends(&format!("{at}: backends"), &raw.backends);
         let allow_tls12 = match raw.min_tls.as_str() {
             "1.2" => true,
@@ -104,7 +113,51 @@ impl Validator<'_> {
             backend_tls,
             allow: self.nets(&format!("{at}: allow"), &raw.allow),
             http,
+            acme: matches!(raw.certs, RawCerts::Acme),
         }
+    }
+
+    /// The certificates ACME has issued for a `certs: acme` host so far, from storage: `None`
+    /// (pending) until the first one exists, or when a stored one fails to load (the host keeps
+    /// what it served; the ACME client orders anew).
+    fn acme_certs(
+        &mut self,
+        i: usize,
+        at: &str,
+        acme: Option<&AcmeConfig>,
+        names: &[HostName],
+    ) -> Option<Vec<LoadedCert>> {
+        let Some(acme) = acme else {
+            self.error(format!("{at}: certs"), Issue::AcmeNotConfigured);
+            return None;
+        };
+        for (n, name) in names.iter().enumerate() {
+            if let HostName::Wildcard { .. } = name {
+                let issue = Issue::AcmeWildcard {
+                    name: name.to_string(),
+                };
+                self.error(format!("{at}: names[{n}]"), issue);
+            }
+        }
+        let label = match names.first() {
+            Some(HostName::Exact(label)) => label,
+            _ => return None,
+        };
+        let stored: Vec<RawCert> = acme
+            .key_types
+            .iter()
+            .map(|kind| crate::acme::storage::cert_file(&acme.storage, label, *kind))
+            .filter(|file| file.exists())
+            .map(|file| RawCert {
+                cert: file.clone(),
+                key: file,
+                ocsp: None,
+            })
+            .collect();
+        if stored.is_empty() {
+            return None;
+        }
+        self.host_certs(i, at, &stored, names)
     }
 
     /// Parses a `backends` list, reporting problems at `place[b]`.
@@ -313,6 +366,14 @@ impl Validator<'_> {
         }
         Some((Arc::new(roots), ca_path))
     }
+}
+
+/// A host's label in metrics, logs and ACME storage: its first name, lowercase, without a
+/// trailing dot.
+pub(super) fn label(raw: &RawHost) -> String {
+    raw.names.first().map_or_else(String::new, |n| {
+        n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase()
+    })
 }
 
 /// The balancing policy a configured name stands for. The serde enum stays in the model so the

@@ -15,7 +15,7 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::ServerName;
 
-use super::model::{ClientAuthMode, ProxyProtocol, RawConfig};
+use super::model::{ClientAuthMode, ProxyProtocol, RawCerts, RawConfig};
 use super::problem::{Issue, Problem, Scope, Severity};
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::{HostName, NameIndex};
@@ -100,6 +100,9 @@ pub struct HostConfig {
     pub allow: Vec<IpNet>,
     /// HTTP settings; `Some` exactly when the host is in `mode: http`.
     pub http: Option<Arc<HttpConfig>>,
+    /// Its certificates come from ACME (`certs: acme`): without any yet, it is served as
+    /// pending (handshakes refused) instead of left out.
+    pub acme: bool,
 }
 
 /// Loaded settings for TLS towards the backends.
@@ -154,7 +157,14 @@ pub fn referenced_files(raw: &RawConfig, source: &Path) -> Vec<PathBuf> {
     let base = base_dir(source);
     let mut files = vec![source.to_owned()];
     for host in &raw.hosts {
-        for cert in &host.certs {
+        if let (RawCerts::Acme, Some(acme)) = (&host.certs, &raw.acme) {
+            let storage = acme::storage_dir(acme, &base);
+            let label = host::label(host);
+            for kind in &acme.key_types {
+                files.push(crate::acme::storage::cert_file(&storage, &label, *kind));
+            }
+        }
+        for cert in host.certs.files() {
             files.push(base.join(&cert.cert));
             files.push(base.join(&cert.key));
             files.extend(cert.ocsp.as_ref().map(|f| base.join(f)));
@@ -282,7 +292,7 @@ impl Validator<'_> {
             .hosts
             .iter()
             .enumerate()
-            .map(|(i, h)| self.host(i, h, &mut index))
+            .map(|(i, h)| self.host(i, h, &mut index, start.acme.as_ref()))
             .collect();
         let default_host = self.default_host(raw, &hosts, &index);
         Config {
@@ -354,6 +364,7 @@ impl Validator<'_> {
     }
 }
 
+pub mod acme;
 pub mod bounds;
 mod host;
 mod http;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::Validator;
+use super::acme::AcmeConfig;
 use super::bounds::{self, DAY, WEEK, Zero};
 use crate::config::model::{RawConfig, RawListener, RawProxyInput};
 use crate::config::problem::Issue;
@@ -32,6 +33,8 @@ pub struct StartConfig {
     pub sessions: Sessions,
     /// Reload timing (the watcher task and the DNS refresh task read it once).
     pub reload: Reload,
+    /// The ACME client's settings, if enabled.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// One TLS listener.
@@ -91,6 +94,7 @@ impl StartConfig {
             max_connections,
             sessions,
             reload,
+            acme,
         } = self;
         let Sessions {
             cache_size,
@@ -127,6 +131,7 @@ impl StartConfig {
             ("reload.max_delay", *max_delay != or.max_delay),
             ("reload.recheck_every", *recheck_every != or.recheck_every),
             ("reload.dns_refresh", *dns_refresh != or.dns_refresh),
+            ("acme", *acme != other.acme),
         ]
         .into_iter()
         .filter_map(|(name, differs)| differs.then_some(name))
@@ -151,6 +156,7 @@ impl Validator<'_> {
             self.error("admin.bind", Issue::DuplicateListener { addr, other });
         }
         let http_listeners = self.http_listeners(raw, &listeners, admin);
+        let acme = self.acme(raw, http_listeners.len());
         let max_connections = raw.limits.max_connections;
         let max = bounds::MAX_CONNECTIONS as u64;
         self.count(
@@ -166,6 +172,7 @@ impl Validator<'_> {
             max_connections,
             sessions: self.sessions(raw),
             reload: self.reload(raw),
+            acme,
         }
     }
 
