@@ -7,14 +7,17 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::acme::{Pebble, PebbleOpts, Targets, client_trusting, free_tcp, stored_cert};
 use common::{Backend, Lb, Site, alert_of, connect, hello, wait_for};
 use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
+use tokio_util::sync::CancellationToken;
 
 /// Issuance takes pebble well under a second; retries after a failure wait 1–2 s here.
 const ISSUANCE: Duration = Duration::from_secs(20);
@@ -219,5 +222,302 @@ async fn tls_alpn_01_issues_for_two_hosts_refusing_them_until_then() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
     }
+    lb.stop().await;
+}
+
+/// The serial of the certificate `lb` serves for host `label` (from its snapshot, since two
+/// instances on one port share the connections).
+fn snapshot_serial(lb: &Lb, label: &str) -> Option<String> {
+    let snapshot = lb.runtime.snapshot.load();
+    let host = snapshot.hosts.iter().find(|h| &*h.label == label)?;
+    host.certs.first().map(|c| c.serial.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_01_is_answered_on_the_plain_http_listener() {
+    need_pebble!();
+    let edge = Edge::new();
+    let backend = Backend::start("web").await;
+    let pebble = Pebble::start(edge.targets, PebbleOpts::default());
+    let config = edge.config(&pebble, "  challenge: http-01\n", &["web.test"], &backend);
+    let lb = Lb::start(&config).await;
+    let roots = client_trusting(&[pebble.root().await]);
+    served(&lb, "web.test", &roots).await;
+    let m = lb.metrics().await;
+    let answered = |challenge| {
+        m.value(
+            "tlsedge_acme_challenges_answered_total",
+            &[("challenge", challenge)],
+        )
+    };
+    assert!(answered("http-01") >= 1.0);
+    assert_eq!(answered("tls-alpn-01"), 0.0);
+    // Nothing is answered for a token that is not pending.
+    let (status, _) = common::http_get(lb.http[0], "/.well-known/acme-challenge/nope").await;
+    assert_eq!(status, 404);
+    lb.stop().await;
+}
+
+/// What a load of handshakes saw.
+#[derive(Debug, Default)]
+struct Seen {
+    serials: BTreeSet<String>,
+    handshakes: usize,
+    failures: usize,
+}
+
+/// Three clients making handshakes for `name` until `stop`, each verified against `roots`,
+/// recording into `seen`. Bounded: at most 20,000 handshakes per client.
+async fn load(
+    addr: SocketAddr,
+    name: &'static str,
+    roots: Arc<ClientConfig>,
+    seen: Arc<Mutex<Seen>>,
+    stop: CancellationToken,
+) {
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (roots, seen, stop) = (Arc::clone(&roots), Arc::clone(&seen), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20_000 {
+                let reply = tokio::select! {
+                    () = stop.cancelled() => break,
+                    reply = hello(addr, name, &roots) => reply,
+                };
+                let mut seen = seen.lock().unwrap();
+                seen.handshakes += 1;
+                match reply {
+                    Ok(reply) => drop(seen.serials.insert(reply.serial)),
+                    Err(e) => {
+                        seen.failures += 1;
+                        eprintln!("handshake failed: {e}");
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_switches_the_serial_with_no_failed_handshake() {
+    need_pebble!();
+    let edge = Edge::new();
+    let backend = Backend::start("app").await;
+    // 30-second certificates renewed with 25 s left, which tlsedge moves to a third of the
+    // lifetime: a renewal every ~10 s.
+    let opts = PebbleOpts {
+        validity_secs: Some(30),
+        ..PebbleOpts::default()
+    };
+    let pebble = Pebble::start(edge.targets, opts);
+    let config = edge.config(&pebble, "  renew_before: 25s\n", &["r.test"], &backend);
+    let lb = Lb::start(&config).await;
+    let roots = client_trusting(&[pebble.root().await]);
+    let first = served(&lb, "r.test", &roots).await;
+    let (seen, stop) = (
+        Arc::new(Mutex::new(Seen::default())),
+        CancellationToken::new(),
+    );
+    let running = tokio::spawn(load(
+        lb.addr,
+        "r.test",
+        roots,
+        Arc::clone(&seen),
+        stop.clone(),
+    ));
+    wait_for(
+        "the load to see the renewed certificate",
+        ISSUANCE,
+        || async {
+            let seen = seen.lock().unwrap();
+            seen.serials.len() >= 2 || seen.failures > 0
+        },
+    )
+    .await;
+    stop.cancel();
+    running.await.unwrap();
+    let seen = seen.lock().unwrap();
+    eprintln!(
+        "{} handshakes across the renewal, serials {:?}",
+        seen.handshakes, seen.serials
+    );
+    assert_eq!(seen.failures, 0, "no handshake failed across the renewal");
+    assert!(
+        seen.serials.contains(&first),
+        "{first} first: {:?}",
+        seen.serials
+    );
+    let m = lb.metrics().await;
+    assert!(
+        m.value(
+            "tlsedge_acme_orders_total",
+            &[("host", "r.test"), ("result", "issued")]
+        ) >= 2.0
+    );
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_outage_keeps_the_certificate_serving_and_recovers() {
+    need_pebble!();
+    let edge = Edge::new();
+    let backend = Backend::start("app").await;
+    let opts = PebbleOpts {
+        validity_secs: Some(30),
+        ..PebbleOpts::default()
+    };
+    let mut pebble = Pebble::start(edge.targets, opts);
+    let config = edge.config(&pebble, "  renew_before: 25s\n", &["o.test"], &backend);
+    let lb = Lb::start(&config).await;
+    let old_root = pebble.root().await;
+    let first = served(&lb, "o.test", &client_trusting(&[old_root.clone()])).await;
+
+    // The CA goes away before the renewal is due (~5 s after issuance).
+    pebble.stop();
+    wait_for("failed renewals counted", ISSUANCE, || async {
+        let m = lb.metrics().await;
+        m.value(
+            "tlsedge_acme_orders_total",
+            &[("host", "o.test"), ("result", "unreachable")],
+        ) >= 2.0
+            && m.value(
+                "tlsedge_acme_last_error_timestamp_seconds",
+                &[("host", "o.test")],
+            ) > 0.0
+    })
+    .await;
+    let still = hello(lb.addr, "o.test", &client_trusting(&[old_root.clone()])).await;
+    assert_eq!(
+        still.expect("the valid certificate keeps serving").serial,
+        first
+    );
+
+    // A fresh CA (new root, no accounts): tlsedge registers again and renews.
+    pebble.restart();
+    let both = client_trusting(&[old_root, pebble.root().await]);
+    wait_for("a certificate from the new CA", ISSUANCE, || async {
+        hello(lb.addr, "o.test", &both)
+            .await
+            .is_ok_and(|r| r.serial != first)
+    })
+    .await;
+    let m = lb.metrics().await;
+    assert!(
+        m.value(
+            "tlsedge_acme_orders_total",
+            &[("host", "o.test"), ("result", "issued")]
+        ) >= 2.0
+    );
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_serves_from_storage_without_ordering() {
+    need_pebble!();
+    let edge = Edge::new();
+    let backend = Backend::start("app").await;
+    let pebble = Pebble::start(edge.targets, PebbleOpts::default());
+    let config = edge.config(&pebble, "", &["s.test"], &backend);
+    let roots = client_trusting(&[pebble.root().await]);
+    let lb = Lb::start(&config).await;
+    let issued = served(&lb, "s.test", &roots).await;
+    lb.stop().await;
+    let orders = pebble.orders();
+    assert_eq!(orders, 1);
+
+    let lb = Lb::start(&config).await;
+    // Served from the first handshake: no pending phase.
+    let reply = hello(lb.addr, "s.test", &roots)
+        .await
+        .expect("served at once");
+    assert_eq!(reply.serial, issued);
+    // The ACME task has looked at storage once it publishes the renewal time.
+    wait_for("the renewal scheduled", common::PATIENCE, || async {
+        let m = lb.metrics().await;
+        m.value(
+            "tlsedge_acme_next_renewal_timestamp_seconds",
+            &[("host", "s.test")],
+        ) > 0.0
+    })
+    .await;
+    assert_eq!(pebble.orders(), orders, "no new order");
+    let m = lb.metrics().await;
+    assert_eq!(
+        m.value("tlsedge_acme_orders_total", &[("host", "s.test")]),
+        0.0
+    );
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_storage_order_once() {
+    need_pebble!();
+    // Two instances on the same addresses (SO_REUSEPORT, as a fleet behind one IP): the CA's
+    // validation reaches either of them, whichever holds the order.
+    let (one, two) = (Edge::new(), Edge::new());
+    let two = Edge {
+        targets: one.targets,
+        ..two
+    };
+    let backend = Backend::start("app").await;
+    let pebble = Pebble::start(one.targets, PebbleOpts::default());
+    let shared = tempfile::tempdir().unwrap();
+    let names = ["f1.test", "f2.test"];
+    let config_one = one.config_at(&pebble, "", &names, &backend, shared.path());
+    let config_two = two.config_at(&pebble, "", &names, &backend, shared.path());
+    let (a, b) = tokio::join!(Lb::start(&config_one), Lb::start(&config_two));
+    for name in names {
+        wait_for("both instances serving", ISSUANCE, || async {
+            snapshot_serial(&a, name).is_some()
+                && snapshot_serial(&a, name) == snapshot_serial(&b, name)
+        })
+        .await;
+    }
+    assert_eq!(
+        pebble.orders(),
+        names.len(),
+        "one order per host for the whole fleet"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_names_and_corrupt_storage_stop_nothing_else() {
+    need_pebble!();
+    let edge = Edge::new();
+    let backend = Backend::start("app").await;
+    let opts = PebbleOpts {
+        blocked: vec!["blocked.test".to_owned()],
+        ..PebbleOpts::default()
+    };
+    let pebble = Pebble::start(edge.targets, opts);
+    let storage = edge.site.path("acme");
+    let corrupt = stored_cert(&storage, "ok.test");
+    std::fs::create_dir_all(corrupt.parent().unwrap()).unwrap();
+    std::fs::write(&corrupt, "not a certificate").unwrap();
+    let config = edge.config(&pebble, "", &["ok.test", "blocked.test"], &backend);
+    // The corrupt file is a warning: the server starts, and the host is ordered anew.
+    let lb = Lb::start(&config).await;
+    let roots = client_trusting(&[pebble.root().await]);
+    served(&lb, "ok.test", &roots).await;
+    wait_for("the CA's refusal counted", ISSUANCE, || async {
+        let m = lb.metrics().await;
+        m.value(
+            "tlsedge_acme_orders_total",
+            &[("host", "blocked.test"), ("result", "ca_error")],
+        ) >= 1.0
+    })
+    .await;
+    let refused = connect(lb.addr, "blocked.test", &roots)
+        .await
+        .expect_err("never issued");
+    assert_eq!(
+        alert_of(&refused),
+        Some(rustls::AlertDescription::HandshakeFailure)
+    );
     lb.stop().await;
 }

@@ -91,6 +91,8 @@ impl Manager {
     /// A manager for `rt`'s `certs: acme` hosts, asking `trigger` for reloads.
     pub fn new(rt: Arc<Runtime>, settings: AcmeConfig, trigger: ReloadTrigger) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let shared = settings.storage.join("challenges");
+        rt.challenges.share(shared, Arc::clone(&rt.tls.provider));
         Self {
             rt,
             settings,

@@ -12,7 +12,7 @@ use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
 use rustls::crypto::CryptoProvider;
 
 use super::AcmeError;
-use super::challenges::{self, Challenges};
+use super::challenges::Challenges;
 use crate::config::model::{AcmeChallenge, AcmeKeyType};
 use crate::config::validate::acme::AcmeConfig;
 
@@ -77,12 +77,9 @@ pub async fn obtain(
         };
         let key_authorization = challenge.key_authorization();
         answers.push(match settings.challenge {
-            AcmeChallenge::TlsAlpn01 => {
-                let digest = key_authorization.digest();
-                let config = challenges::tls_alpn_config(provider, &name, digest.as_ref())
-                    .map_err(|e| AcmeError::Certificate(e.to_string()))?;
-                challenges.add_tls_alpn(&name, config)
-            }
+            AcmeChallenge::TlsAlpn01 => challenges
+                .add_tls_alpn(provider, &name, key_authorization.as_str())
+                .map_err(|e| AcmeError::Certificate(e.to_string()))?,
             AcmeChallenge::Http01 => {
                 challenges.add_http(&name, &challenge.token, key_authorization.as_str())
             }

@@ -2,9 +2,11 @@
 //!
 //! - With the CA's ARI window (RFC 9773), renew at a random moment inside it.
 //! - Otherwise renew when two thirds of the lifetime have passed (`renew_before` moves that to
-//!   a fixed time before expiry), minus a jitter of up to 1/20 of the lifetime (at most 6 h), so
-//!   a fleet of certificates issued together does not renew together. The fractions keep working
-//!   for 6-day and 45-day certificates as well as 90-day ones.
+//!   a fixed time before expiry, but never earlier than a third of the lifetime, so a
+//!   `renew_before` longer than the CA's lifetimes cannot renew in a loop), minus a jitter of up
+//!   to 1/20 of the lifetime (at most 6 h), so a fleet of certificates issued together does not
+//!   renew together. The fractions keep working for 6-day and 45-day certificates as well as
+//!   90-day ones.
 //! - After a failure, wait `first`, doubling per failure up to `max`; while a certificate is
 //!   being served, never longer than 1/12 of its lifetime, so several attempts fit before it
 //!   expires. A CA's `Retry-After` is always waited out.
@@ -24,7 +26,12 @@ pub fn renew_at(
 ) -> i64 {
     let lifetime = (not_after - not_before).max(1);
     let planned = match renew_before {
-        Some(before) => not_after - before.as_secs().min(i64::MAX as u64) as i64,
+        Some(before) => {
+            let before = before.as_secs().min(i64::MAX as u64) as i64;
+            not_after
+                .saturating_sub(before)
+                .max(not_before + lifetime / 3)
+        }
         None => not_before + lifetime * 2 / 3,
     };
     let jitter = (lifetime / 20).min(MAX_JITTER);
@@ -77,6 +84,8 @@ mod tests {
     fn renew_before_counts_back_from_expiry() {
         let week = Duration::from_secs(7 * DAY as u64);
         assert_eq!(renew_at(0, 90 * DAY, Some(week), 0.0), 83 * DAY);
+        // Longer than the lifetime: at a third of it, not at once (and so again and again).
+        assert_eq!(renew_at(0, 6 * DAY, Some(week), 0.0), 2 * DAY);
     }
 
     #[test]

@@ -236,15 +236,17 @@ impl Drop for Pebble {
     }
 }
 
-/// A rustls client trusting exactly `roots`.
+/// A rustls client trusting exactly `roots`. It never resumes: a resumed session shows the
+/// certificate of its first handshake, and these tests look at the one served now.
 pub fn client_trusting(roots: &[CertificateDer<'static>]) -> Arc<ClientConfig> {
     let mut store = rustls::RootCertStore::empty();
     for root in roots {
         store.add(root.clone()).expect("root");
     }
-    let config = ClientConfig::builder()
+    let mut config = ClientConfig::builder()
         .with_root_certificates(store)
         .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 

@@ -157,7 +157,15 @@ impl Validator<'_> {
         if stored.is_empty() {
             return None;
         }
-        self.host_certs(i, at, &stored, names)
+        // Storage is the ACME client's to repair: a bad file there leaves the host pending (or
+        // serving what it served) while a new certificate is ordered, and never stops a start
+        // or a reload. So its problems are warnings.
+        let before = self.problems.len();
+        let certs = self.host_certs(i, at, &stored, names);
+        for problem in &mut self.problems[before..] {
+            problem.severity = Severity::Warning;
+        }
+        certs
     }
 
     /// Parses a `backends` list, reporting problems at `place[b]`.
