@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::acme::{Pebble, PebbleOpts, Targets, client_trusting, free_tcp, stored_cert};
+use common::acme::{Pebble, PebbleOpts, Targets, client_trusting, stored_cert};
 use common::{Backend, Lb, Site, alert_of, connect, hello, wait_for};
 use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
+use tokio::net::TcpSocket;
 use tokio_util::sync::CancellationToken;
 
 /// Issuance takes pebble well under a second; retries after a failure wait 1–2 s here.
@@ -26,6 +27,8 @@ macro_rules! need_pebble {
     () => {
         logs();
         if !Pebble::available() {
+            // CI installs it (.ci/run): there a missing pebble is a failure, not a skip.
+            assert!(std::env::var_os("CI").is_none(), "pebble is not installed");
             eprintln!("pebble is not installed (apt-get install pebble): skipping");
             return;
         }
@@ -46,16 +49,32 @@ fn logs() {
 struct Edge {
     site: Site,
     targets: Targets,
+    /// Keep the ports reserved from the moment pebble is told them: bound with
+    /// `SO_REUSEPORT` (as tlsedge binds) but never listening, so no other socket of a test
+    /// running beside this one can take them, and tlsedge can still bind them.
+    _reserved: Arc<[TcpSocket; 2]>,
 }
 
 impl Edge {
     fn new() -> Self {
+        let (tls, http) = (reserve(), reserve());
+        let targets = Targets {
+            tls: tls.local_addr().unwrap().port(),
+            http: http.local_addr().unwrap().port(),
+        };
         Self {
             site: Site::new(),
-            targets: Targets {
-                tls: free_tcp().port(),
-                http: free_tcp().port(),
-            },
+            targets,
+            _reserved: Arc::new([tls, http]),
+        }
+    }
+
+    /// Another instance on the same addresses (a fleet behind one IP).
+    fn beside(&self) -> Self {
+        Self {
+            site: Site::new(),
+            targets: self.targets,
+            _reserved: Arc::clone(&self._reserved),
         }
     }
 
@@ -97,6 +116,15 @@ impl Edge {
     }
 }
 
+/// A loopback port held by a bound, non-listening `SO_REUSEPORT` socket.
+fn reserve() -> TcpSocket {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.set_reuseport(true).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket
+}
+
 /// Waits until a handshake for `name`, verified against `roots`, succeeds; returns the serial.
 async fn served(lb: &Lb, name: &str, roots: &Arc<ClientConfig>) -> String {
     let deadline = tokio::time::Instant::now() + ISSUANCE;
@@ -110,6 +138,25 @@ async fn served(lb: &Lb, name: &str, roots: &Arc<ClientConfig>) -> String {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `openssl s_client` to `addr` for `name`, verifying against `ca`; its output.
+fn s_client(addr: SocketAddr, name: &str, ca: &Path, extra: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            name,
+        ])
+        .args(["-verify_return_error", "-CAfile"])
+        .arg(ca)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn mode(path: &Path) -> u32 {
@@ -239,10 +286,29 @@ async fn http_01_is_answered_on_the_plain_http_listener() {
     let edge = Edge::new();
     let backend = Backend::start("web").await;
     let pebble = Pebble::start(edge.targets, PebbleOpts::default());
-    let config = edge.config(&pebble, "  challenge: http-01\n", &["web.test"], &backend);
+    let extra = "  challenge: http-01\n  key_types: [ecdsa_p256, rsa2048]\n";
+    let config = edge.config(&pebble, extra, &["web.test"], &backend);
     let lb = Lb::start(&config).await;
     let roots = client_trusting(&[pebble.root().await]);
     served(&lb, "web.test", &roots).await;
+    // Dual certificates: one order per key type, both served.
+    wait_for("the RSA certificate too", ISSUANCE, || async {
+        let snapshot = lb.runtime.snapshot.load();
+        snapshot.hosts.iter().any(|h| h.certs.len() == 2)
+    })
+    .await;
+    if common::have("openssl") {
+        let root_pem = edge.site.path("pebble-root.pem");
+        std::fs::write(&root_pem, pebble.root_pem().await).unwrap();
+        for (sigalgs, key) in [("RSA-PSS+SHA256", "2048 bit"), ("ECDSA+SHA256", "256 bit")] {
+            let text = s_client(lb.addr, "web.test", &root_pem, &["-sigalgs", sigalgs]);
+            assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+            assert!(
+                text.contains(&format!("Server public key is {key}")),
+                "{sigalgs}: {text}"
+            );
+        }
+    }
     let m = lb.metrics().await;
     let answered = |challenge| {
         m.value(
@@ -339,17 +405,14 @@ async fn renewal_switches_the_serial_with_no_failed_handshake() {
     .await;
     stop.cancel();
     running.await.unwrap();
-    let seen = seen.lock().unwrap();
-    eprintln!(
-        "{} handshakes across the renewal, serials {:?}",
-        seen.handshakes, seen.serials
-    );
-    assert_eq!(seen.failures, 0, "no handshake failed across the renewal");
-    assert!(
-        seen.serials.contains(&first),
-        "{first} first: {:?}",
-        seen.serials
-    );
+    let Seen {
+        serials,
+        handshakes,
+        failures,
+    } = std::mem::take(&mut *seen.lock().unwrap());
+    eprintln!("{handshakes} handshakes across the renewal, serials {serials:?}");
+    assert_eq!(failures, 0, "no handshake failed across the renewal");
+    assert!(serials.contains(&first), "{first} first: {serials:?}");
     let m = lb.metrics().await;
     assert!(
         m.value(
@@ -373,7 +436,8 @@ async fn a_ca_outage_keeps_the_certificate_serving_and_recovers() {
     let config = edge.config(&pebble, "  renew_before: 25s\n", &["o.test"], &backend);
     let lb = Lb::start(&config).await;
     let old_root = pebble.root().await;
-    let first = served(&lb, "o.test", &client_trusting(&[old_root.clone()])).await;
+    let old = client_trusting(std::slice::from_ref(&old_root));
+    let first = served(&lb, "o.test", &old).await;
 
     // The CA goes away before the renewal is due (~5 s after issuance).
     pebble.stop();
@@ -389,7 +453,7 @@ async fn a_ca_outage_keeps_the_certificate_serving_and_recovers() {
             ) > 0.0
     })
     .await;
-    let still = hello(lb.addr, "o.test", &client_trusting(&[old_root.clone()])).await;
+    let still = hello(lb.addr, "o.test", &old).await;
     assert_eq!(
         still.expect("the valid certificate keeps serving").serial,
         first
@@ -457,11 +521,8 @@ async fn instances_sharing_storage_order_once() {
     need_pebble!();
     // Two instances on the same addresses (SO_REUSEPORT, as a fleet behind one IP): the CA's
     // validation reaches either of them, whichever holds the order.
-    let (one, two) = (Edge::new(), Edge::new());
-    let two = Edge {
-        targets: one.targets,
-        ..two
-    };
+    let one = Edge::new();
+    let two = one.beside();
     let backend = Backend::start("app").await;
     let pebble = Pebble::start(one.targets, PebbleOpts::default());
     let shared = tempfile::tempdir().unwrap();

@@ -29,7 +29,7 @@ fn load_example() -> (tempfile::TempDir, config::Loaded) {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("example CA").unwrap();
     for host in &raw.hosts {
-        for pair in &host.certs {
+        for pair in host.certs.files() {
             let kind = if pair.cert.to_string_lossy().contains("rsa") {
                 KeyKind::Rsa
             } else {
@@ -53,9 +53,13 @@ fn example_config_validates_with_generated_certificates() {
     let (_dir, loaded) = load_example();
     assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let config = loaded.config;
-    assert_eq!(config.hosts.len(), 3);
+    assert_eq!(config.hosts.len(), 4);
     assert_eq!(config.start.listeners.len(), 2);
-    assert!(config.hosts.iter().all(|h| h.certs.is_some()));
+    let (acme, files): (Vec<_>, Vec<_>) = config.hosts.iter().partition(|h| h.acme);
+    assert!(files.iter().all(|h| h.certs.is_some()));
+    assert_eq!(acme.len(), 1);
+    assert!(acme[0].certs.is_none(), "pending: nothing issued yet");
+    assert!(config.start.acme.is_some());
     assert_eq!(config.hosts[0].certs.as_ref().unwrap().len(), 2);
     assert_eq!(config.default_host, Some(0));
     assert!(config.hosts[0].health_check.is_some());

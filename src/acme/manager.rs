@@ -305,7 +305,12 @@ impl Manager {
                 let look = self.look(key, &names);
                 let serial = match &look {
                     Look::Valid(stored) => stored.serial.clone(),
-                    Look::Needed(_) => String::new(),
+                    // Never order again at once for a certificate that cannot be served: that
+                    // would loop into the CA's rate limits.
+                    Look::Needed(why) => {
+                        let problem = format!("the issued certificate is unusable ({why})");
+                        return self.failed(key, &look, &AcmeError::Certificate(problem));
+                    }
                 };
                 events::issued(&self.rt.metrics, &key.0, key.1, &serial, started.elapsed());
                 self.trigger.reload();

@@ -167,3 +167,155 @@ impl Validator<'_> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use crate::config::load;
+    use crate::config::problem::Severity;
+
+    /// `(place, message)` of every error in a config with `acme` and `hosts` as given.
+    fn errors(acme: &str, hosts: &str) -> Vec<(String, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("eab.key"), "c2VjcmV0LW1hYy1rZXk\n").unwrap();
+        std::fs::write(dir.path().join("bad.pem"), "nothing here").unwrap();
+        let text = format!("listeners: [\"127.0.0.1:443\"]\n{acme}\nhosts:\n{hosts}");
+        let file = dir.path().join("tlsedge.yaml");
+        let raw = load::parse(&text, &file).expect("parses");
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let (_, problems) = super::super::validate(&raw, &file, &provider, SystemTime::now());
+        problems
+            .into_iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| (p.place, p.issue.to_string()))
+            .collect()
+    }
+
+    const ACME_HOST: &str = "  - names: [a.test, www.a.test]\n    certs: acme\n    backends: [{ address: \"127.0.0.1:80\" }]\n";
+
+    #[test]
+    fn a_plain_acme_section_and_host_pass_and_the_host_starts_pending() {
+        assert_eq!(
+            errors("acme: { contact: [\"mailto:ops@example.com\"] }", ACME_HOST),
+            []
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("listeners: [\"127.0.0.1:443\"]\nacme: {{}}\nhosts:\n{ACME_HOST}");
+        let file = dir.path().join("tlsedge.yaml");
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let loaded = load::from_str(&text, &file, &provider)
+            .unwrap()
+            .strict()
+            .unwrap();
+        let host = &loaded.config.hosts[0];
+        assert!(host.acme && host.certs.is_none(), "nothing issued yet");
+        let acme = loaded.config.start.acme.as_ref().unwrap();
+        assert_eq!(acme.directory, crate::config::model::LETS_ENCRYPT);
+        assert_eq!(
+            acme.storage,
+            dir.path().join("acme"),
+            "beside the config file"
+        );
+        let watched = loaded.referenced_files();
+        assert!(watched.contains(&dir.path().join("acme/certs/a.test/ecdsa_p256.pem")));
+    }
+
+    #[test]
+    fn each_mistake_names_its_field() {
+        let wildcard = "  - names: [\"*.a.test\"]\n    certs: acme\n    backends: [{ address: \"127.0.0.1:80\" }]\n";
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "",
+                ACME_HOST,
+                "hosts[0] (a.test): certs",
+                "top-level `acme:`",
+            ),
+            (
+                "acme: {}",
+                wildcard,
+                "hosts[0] (*.a.test): names[0]",
+                "DNS-01",
+            ),
+            (
+                "acme: { challenge: http-01 }",
+                ACME_HOST,
+                "acme.challenge",
+                "http_listeners",
+            ),
+            (
+                "acme: { directory: \"http://ca.test/dir\" }",
+                ACME_HOST,
+                "acme.directory",
+                "https://",
+            ),
+            (
+                "acme: { contact: [\"ops@example.com\"] }",
+                ACME_HOST,
+                "acme.contact[0]",
+                "mailto:",
+            ),
+            (
+                "acme: { key_types: [] }",
+                ACME_HOST,
+                "acme.key_types",
+                "empty",
+            ),
+            (
+                "acme: { key_types: [rsa2048, rsa2048] }",
+                ACME_HOST,
+                "acme.key_types[1]",
+                "twice",
+            ),
+            ("acme: { ca: bad.pem }", ACME_HOST, "acme.ca", "bad.pem"),
+            (
+                "acme: { eab: { kid: k, hmac_key_file: missing.key } }",
+                ACME_HOST,
+                "acme.eab.hmac_key_file",
+                "missing.key",
+            ),
+            (
+                "acme: { retry: { first: 0s } }",
+                ACME_HOST,
+                "acme.retry.first",
+                "",
+            ),
+        ];
+        for (acme, hosts, place, says) in cases {
+            let found = errors(acme, hosts);
+            assert!(
+                found.iter().any(|(p, m)| p == place && m.contains(says)),
+                "{acme:?}: expected {place}: …{says}…, got {found:?}"
+            );
+        }
+        assert_eq!(
+            errors(
+                "acme: { eab: { kid: k, hmac_key_file: eab.key } }",
+                ACME_HOST
+            ),
+            []
+        );
+    }
+
+    #[test]
+    fn a_corrupt_stored_certificate_is_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let stored = dir.path().join("acme/certs/a.test/ecdsa_p256.pem");
+        std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+        std::fs::write(&stored, "garbage").unwrap();
+        let text = format!("listeners: [\"127.0.0.1:443\"]\nacme: {{}}\nhosts:\n{ACME_HOST}");
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let file = dir.path().join("tlsedge.yaml");
+        let loaded = load::from_str(&text, &file, &provider).unwrap();
+        assert!(!loaded.has_errors(), "{:?}", loaded.problems);
+        let warning = loaded
+            .problems
+            .iter()
+            .find(|p| p.to_string().contains("ecdsa_p256.pem"));
+        assert!(warning.is_some(), "names the file: {:?}", loaded.problems);
+        assert!(
+            loaded.config.hosts[0].certs.is_none(),
+            "pending until ordered anew"
+        );
+    }
+}

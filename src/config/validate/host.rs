@@ -139,9 +139,8 @@ impl Validator<'_> {
                 self.error(format!("{at}: names[{n}]"), issue);
             }
         }
-        let label = match names.first() {
-            Some(HostName::Exact(label)) => label,
-            _ => return None,
+        let Some(HostName::Exact(label)) = names.first() else {
+            return None;
         };
         let stored: Vec<RawCert> = acme
             .key_types
