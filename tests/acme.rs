@@ -582,3 +582,36 @@ async fn refused_names_and_corrupt_storage_stop_nothing_else() {
     );
     lb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_account_binding_registers_where_the_ca_requires_it() {
+    need_pebble!();
+    let edge = Edge::new();
+    let backend = Backend::start("app").await;
+    let mac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let opts = PebbleOpts {
+        eab: Some(("kid-1".to_owned(), mac.to_owned())),
+        ..PebbleOpts::default()
+    };
+    let pebble = Pebble::start(edge.targets, opts);
+    // Without the binding the CA refuses the account: counted, with the CA's reason.
+    let config = edge.config(&pebble, "", &["e.test"], &backend);
+    let lb = Lb::start(&config).await;
+    wait_for("the refused registration counted", ISSUANCE, || async {
+        let m = lb.metrics().await;
+        m.value(
+            "tlsedge_acme_orders_total",
+            &[("host", "e.test"), ("result", "ca_error")],
+        ) >= 1.0
+    })
+    .await;
+    lb.stop().await;
+
+    edge.site.write("eab.key", &format!("{mac}\n"));
+    let eab = "  eab: { kid: kid-1, hmac_key_file: eab.key }\n";
+    let config = edge.config(&pebble, eab, &["e.test"], &backend);
+    let lb = Lb::start(&config).await;
+    let roots = client_trusting(&[pebble.root().await]);
+    served(&lb, "e.test", &roots).await;
+    lb.stop().await;
+}

@@ -33,6 +33,8 @@ pub struct PebbleOpts {
     pub validity_secs: Option<u64>,
     /// Names pebble refuses to issue for.
     pub blocked: Vec<String>,
+    /// Require external account binding with this key id and base64url MAC key.
+    pub eab: Option<(String, String)>,
 }
 
 /// pebble and its DNS server, killed on drop.
@@ -129,7 +131,8 @@ impl Pebble {
             "httpPort": self.targets.http,
             "tlsPort": self.targets.tls,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
+            "externalAccountBindingRequired": self.opts.eab.is_some(),
+            "externalAccountMACKeys": self.opts.eab.iter().cloned().collect::<std::collections::HashMap<_, _>>(),
             "domainBlocklist": self.opts.blocked,
             "certificateValidityPeriod": self.opts.validity_secs.unwrap_or(0),
         }});
