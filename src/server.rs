@@ -232,9 +232,15 @@ impl Server {
             snapshot.config.start.reload.dns_refresh,
         ));
         let acme_stop = CancellationToken::new();
-        let acme = snapshot.config.start.acme.clone().map(|settings| {
+        let acme = snapshot.config.start.acme.clone().and_then(|settings| {
             let manager = Manager::new(Arc::clone(&rt), settings, self.trigger.clone());
-            tokio::spawn(manager.run(acme_stop.clone()))
+            match manager.spawn(acme_stop.clone()) {
+                Ok(thread) => Some(thread),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the ACME client");
+                    None
+                }
+            }
         });
         let watcher = tokio::spawn(watch::run(
             self.reloader,
@@ -246,7 +252,7 @@ impl Server {
         acme_stop.cancel();
         drain(&life, rt.snapshot.load().timeouts.drain).await;
         if let Some(acme) = acme {
-            let _ = acme.await;
+            let _ = tokio::task::spawn_blocking(move || acme.join()).await;
         }
         upkeep.abort();
         health.abort();

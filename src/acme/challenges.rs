@@ -15,7 +15,7 @@
 //! one ordering: an instance without the answer in memory looks in storage.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
@@ -96,28 +96,35 @@ impl Challenges {
     }
 
     /// The TLS configuration answering TLS-ALPN-01 for `name`, if one is pending here or in
-    /// shared storage.
-    pub fn tls_alpn(&self, name: &str) -> Option<Arc<ServerConfig>> {
+    /// shared storage (read on a blocking thread: storage may be NFS).
+    pub async fn tls_alpn(&self, name: &str) -> Option<Arc<ServerConfig>> {
         let name = name.to_ascii_lowercase();
         if let Some(config) = lock(&self.tls_alpn).get(&name) {
             return Some(Arc::clone(config));
         }
-        let (_, provider) = self.shared.get()?;
-        let stored = self.stored(TLS_ALPN_DIR, &name)?;
-        let config = tls_alpn_config(provider, &name, &stored.key_authorization).ok()?;
-        Some(Arc::new(config))
+        let (dir, provider) = self.shared.get()?.clone();
+        let build = move || {
+            let stored = stored(&dir, TLS_ALPN_DIR, &name)?;
+            let config = tls_alpn_config(&provider, &name, &stored.key_authorization).ok()?;
+            Some(Arc::new(config))
+        };
+        tokio::task::spawn_blocking(build).await.ok().flatten()
     }
 
     /// The key authorisation answering HTTP-01 `token` asked for with `host`, if pending here
-    /// or in shared storage.
-    pub fn http(&self, token: &str, host: Option<&str>) -> Option<String> {
+    /// or in shared storage (read on a blocking thread).
+    pub async fn http(&self, token: &str, host: Option<&str>) -> Option<String> {
         let host = host?.trim_end_matches('.');
         let found = lock(&self.http).get(token).cloned();
         let (name, answer) = match found {
             Some(found) => found,
-            None => self
-                .stored(HTTP_DIR, token)
-                .map(|s| (s.name, s.key_authorization))?,
+            None => {
+                let (dir, _) = self.shared.get()?.clone();
+                let token = token.to_owned();
+                let read = move || stored(&dir, HTTP_DIR, &token);
+                let stored = tokio::task::spawn_blocking(read).await.ok().flatten()?;
+                (stored.name, stored.key_authorization)
+            }
         };
         host.eq_ignore_ascii_case(&name).then_some(answer)
     }
@@ -126,6 +133,9 @@ impl Challenges {
         let Some((dir, _)) = self.shared.get() else {
             return;
         };
+        if !plain(key) {
+            return;
+        }
         let record = Stored {
             name: name.to_owned(),
             key_authorization: key_authorization.to_owned(),
@@ -143,28 +153,33 @@ impl Challenges {
         }
     }
 
-    /// An answer another instance shared. `key` comes from a client (an SNI, a URL path), so
-    /// only a plain file name is looked up.
-    fn stored(&self, kind: &str, key: &str) -> Option<Stored> {
-        let (dir, _) = self.shared.get()?;
-        let plain = !key.is_empty()
-            && key.len() <= 255
-            && !key.starts_with('.')
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !plain {
-            return None;
-        }
-        let bytes = std::fs::read(dir.join(kind).join(key)).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
     fn unshare(&self, kind: &str, key: &str) {
-        if let Some((dir, _)) = self.shared.get() {
+        if let Some((dir, _)) = self.shared.get()
+            && plain(key)
+        {
             let _ = std::fs::remove_file(dir.join(kind).join(key));
         }
     }
+}
+
+/// An answer another instance shared.
+fn stored(dir: &Path, kind: &str, key: &str) -> Option<Stored> {
+    if !plain(key) {
+        return None;
+    }
+    let bytes = std::fs::read(dir.join(kind).join(key)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether `key` is a plain file name. Keys come from clients (an SNI, a URL path) and from the
+/// CA (tokens, names), so nothing else is ever joined to a storage path.
+fn plain(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 255
+        && !key.starts_with('.')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 const TLS_ALPN_DIR: &str = "tls-alpn-01";
@@ -241,31 +256,31 @@ fn tls_alpn_config(
 mod tests {
     use super::*;
 
-    #[test]
-    fn answers_exist_while_their_guard_lives() {
+    #[tokio::test]
+    async fn answers_exist_while_their_guard_lives() {
         let challenges = Arc::new(Challenges::default());
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = challenges.add_tls_alpn(&provider, "a.test", "x.y").unwrap();
         let http = challenges.add_http("a.test", "tok", "tok.thumb");
-        assert!(challenges.tls_alpn("A.test").is_some());
-        assert!(challenges.tls_alpn("b.test").is_none());
+        assert!(challenges.tls_alpn("A.test").await.is_some());
+        assert!(challenges.tls_alpn("b.test").await.is_none());
         assert_eq!(
-            challenges.http("tok", Some("a.test.")).as_deref(),
+            challenges.http("tok", Some("a.test.")).await.as_deref(),
             Some("tok.thumb")
         );
         assert_eq!(
-            challenges.http("tok", Some("b.test")),
+            challenges.http("tok", Some("b.test")).await,
             None,
             "bound to its name"
         );
-        assert_eq!(challenges.http("tok", None), None);
+        assert_eq!(challenges.http("tok", None).await, None);
         drop((tls, http));
-        assert!(challenges.tls_alpn("a.test").is_none());
-        assert_eq!(challenges.http("tok", Some("a.test")), None);
+        assert!(challenges.tls_alpn("a.test").await.is_none());
+        assert_eq!(challenges.http("tok", Some("a.test")).await, None);
     }
 
-    #[test]
-    fn shared_answers_reach_other_instances_and_only_plain_names_are_read() {
+    #[tokio::test]
+    async fn shared_answers_reach_other_instances_and_only_plain_names_are_read() {
         let dir = tempfile::tempdir().unwrap();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let (ordering, other) = (Arc::new(Challenges::default()), Challenges::default());
@@ -274,9 +289,9 @@ mod tests {
         }
         let tls = ordering.add_tls_alpn(&provider, "a.test", "x.y").unwrap();
         let http = ordering.add_http("a.test", "tok-1_A", "tok.thumb");
-        assert!(other.tls_alpn("a.test").is_some());
+        assert!(other.tls_alpn("a.test").await.is_some());
         assert_eq!(
-            other.http("tok-1_A", Some("a.test")).as_deref(),
+            other.http("tok-1_A", Some("a.test")).await.as_deref(),
             Some("tok.thumb")
         );
         std::fs::write(
@@ -285,15 +300,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            other.http("../secret", Some("a.test")),
+            other.http("../secret", Some("a.test")).await,
             None,
             "no path outside its folder"
         );
         drop((tls, http));
         assert!(
-            other.tls_alpn("a.test").is_none(),
+            other.tls_alpn("a.test").await.is_none(),
             "withdrawn for every instance"
         );
-        assert_eq!(other.http("tok-1_A", Some("a.test")), None);
+        assert_eq!(other.http("tok-1_A", Some("a.test")).await, None);
     }
 }

@@ -8,7 +8,8 @@
 //! again (another instance may just have renewed), orders, writes the file and asks for a
 //! reload. A failure keeps whatever is served and backs off.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,8 +34,8 @@ const TICK: Duration = Duration::from_secs(1);
 const LEASE: Duration = Duration::from_secs(600);
 /// An order as a whole is abandoned after this.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
-/// How often storage is looked at while another instance holds a host's lease.
-const LEASE_POLL: Duration = Duration::from_secs(2);
+/// Instances waiting for a lease look again within this after it ends, not all at once.
+const LEASE_SPREAD: Duration = Duration::from_secs(2);
 /// ARI is asked again at most this often, and at least this often while a certificate is valid.
 const ARI_RECHECK: (Duration, Duration) = (Duration::from_secs(600), Duration::from_secs(6 * 3600));
 
@@ -84,6 +85,8 @@ pub struct Manager {
     /// Whether the CA offers ARI, once known.
     ari: Option<bool>,
     tracked: BTreeMap<Key, Tracked>,
+    /// Hosts waiting for their first certificate, as last logged.
+    pending: BTreeSet<Arc<str>>,
     generation: u64,
 }
 
@@ -102,8 +105,20 @@ impl Manager {
             retry_after: RetryAfter::default(),
             ari: None,
             tracked: BTreeMap::new(),
+            pending: BTreeSet::new(),
             generation: 0,
         }
+    }
+
+    /// Runs the client on a thread of its own until `stop`: its file operations (storage may
+    /// be NFS) and RSA key generation then never hold up a worker that serves connections.
+    pub fn spawn(self, stop: CancellationToken) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("tlsedge-acme".to_owned())
+            .spawn(move || runtime.block_on(self.run(stop)))
     }
 
     /// Runs until `stop`. An order in progress is abandoned at `stop` (its challenge answers and
@@ -149,6 +164,14 @@ impl Manager {
             }
         }
         self.tracked.retain(|key, _| wanted.contains_key(key));
+        // Once per host while it waits for its first certificate, not per connection refused.
+        self.pending
+            .retain(|label| snapshot.pending.contains(label));
+        for label in &snapshot.pending {
+            if self.pending.insert(Arc::clone(label)) {
+                events::pending(label);
+            }
+        }
         let labels: Vec<&str> = wanted.keys().map(|(label, _)| &**label).collect();
         if let Err(e) = storage::prepare(&self.settings.storage, &labels) {
             tracing::warn!(error = %e, "cannot create the ACME storage directories");
@@ -158,19 +181,12 @@ impl Manager {
             let look = self.look(&key, &names);
             let planned = self.planned(&look, now);
             let tracked = self.tracked.entry(key.clone());
-            let tracked = tracked.or_insert_with(|| {
-                if let Look::Needed(why) = &look
-                    && *why == "no certificate yet"
-                {
-                    events::pending(&key.0);
-                }
-                Tracked {
-                    names: names.clone(),
-                    due: planned,
-                    renewal: planned,
-                    failures: 0,
-                    backoff_until: None,
-                }
+            let tracked = tracked.or_insert_with(|| Tracked {
+                names: names.clone(),
+                due: planned,
+                renewal: planned,
+                failures: 0,
+                backoff_until: None,
             });
             tracked.names = names;
             tracked.renewal = planned;
@@ -185,11 +201,16 @@ impl Manager {
         if !file.exists() {
             return Look::Needed("no certificate yet");
         }
-        let loaded = match crate::tls::certs::load_pair(&file, &file, &self.rt.tls.provider) {
+        self.look_file(&file, &key.0, names)
+    }
+
+    /// Whether `file` holds a serveable key and chain covering `names`.
+    fn look_file(&self, file: &Path, host: &str, names: &[String]) -> Look {
+        let loaded = match crate::tls::certs::load_pair(file, file, &self.rt.tls.provider) {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!(
-                    tls.host = &*key.0,
+                    tls.host = host,
                     file = %file.display(),
                     error = %e,
                     "stored ACME certificate is unusable; ordering a new one"
@@ -235,26 +256,15 @@ impl Manager {
         }
     }
 
-    /// The look at one due certificate: reschedule it, or order it.
+    /// The look at one due certificate: reschedule it, or renew it under the host's lease.
     async fn look_at(&mut self, key: &Key) {
         let Some(names) = self.tracked.get(key).map(|t| t.names.clone()) else {
             return;
         };
         let now = SystemTime::now();
         let look = self.look(key, &names);
-        if let Look::Valid(stored) = &look {
-            let planned = self.planned(&look, now);
-            let ari = if planned <= now || self.account.is_some() {
-                self.ari_window(stored).await
-            } else {
-                None
-            };
-            match ari {
-                Some((at, _)) if at <= now => {}
-                Some((at, recheck)) => return self.reschedule(key, at.min(now + recheck), at),
-                None if planned > now => return self.reschedule(key, planned, planned),
-                None => {}
-            }
+        if let Some((due, renewal)) = self.not_due(&look, now).await {
+            return self.reschedule(key, due, renewal);
         }
         let lease = match storage::lease(&self.settings.storage, &key.0, &self.owner, LEASE) {
             Ok(LeaseAttempt::Acquired(lease)) => lease,
@@ -262,63 +272,46 @@ impl Manager {
                 tracing::debug!(
                     tls.host = &*key.0,
                     lease.owner = owner,
-                    "another instance is ordering"
+                    "another instance holds the lease"
                 );
-                let next = until
-                    .min(now + LEASE_POLL)
-                    .max(now + Duration::from_millis(200));
+                // Its holder's order (or its wait after a failure) ends by then. A certificate
+                // it obtains arrives sooner, through the watcher: a reload reads storage again.
+                let next = until.max(now) + LEASE_SPREAD.mul_f64(random());
                 return self.reschedule(key, next, next);
             }
-            Err(e) => return self.failed(key, &look, &e.into()),
+            Err(e) => {
+                self.failed(key, &look, &e.into());
+                return;
+            }
         };
-        // Another instance may have renewed between our look and the lease.
+        // Another instance may have renewed between the look and the lease.
+        let looked = serial(&look);
         let look = self.look(key, &names);
-        let planned = self.planned(&look, now);
-        if planned > now {
+        if let Look::Valid(stored) = &look
+            && looked.as_deref() != Some(stored.serial.as_str())
+        {
             drop(lease);
             self.trigger.reload();
+            let planned = self.planned(&look, now);
             return self.reschedule(key, planned, planned);
         }
         let started = Instant::now();
-        let replaces = match &look {
-            Look::Valid(stored) if self.ari == Some(true) => {
-                CertificateIdentifier::try_from(&stored.leaf)
-                    .ok()
-                    .map(|id| id.into_owned())
-            }
-            _ => None,
-        };
-        let wanted = Wanted {
-            names: &names,
-            kind: key.1,
-            replaces,
-        };
-        let result = match tokio::time::timeout(ORDER_TIMEOUT, self.order(wanted)).await {
-            Ok(result) => result,
-            Err(_) => Err(AcmeError::Timeout(ORDER_TIMEOUT)),
-        };
-        let file = storage::cert_file(&self.settings.storage, &key.0, key.1);
-        let written = result.and_then(|pem| Ok(storage::write_private(&file, pem.as_bytes())?));
-        drop(lease);
-        match written {
-            Ok(()) => {
-                let look = self.look(key, &names);
-                let serial = match &look {
-                    Look::Valid(stored) => stored.serial.clone(),
-                    // Never order again at once for a certificate that cannot be served: that
-                    // would loop into the CA's rate limits.
-                    Look::Needed(why) => {
-                        let problem = format!("the issued certificate is unusable ({why})");
-                        return self.failed(key, &look, &AcmeError::Certificate(problem));
-                    }
-                };
-                events::issued(&self.rt.metrics, &key.0, key.1, &serial, started.elapsed());
+        match self.renew(key, &names, &look).await {
+            Ok(issued) => {
+                drop(lease);
+                events::issued(
+                    &self.rt.metrics,
+                    &key.0,
+                    key.1,
+                    &issued.serial,
+                    started.elapsed(),
+                );
                 self.trigger.reload();
                 if let Some(t) = self.tracked.get_mut(key) {
                     t.failures = 0;
                     t.backoff_until = None;
                 }
-                let planned = self.planned(&look, SystemTime::now());
+                let planned = self.planned(&Look::Valid(issued), SystemTime::now());
                 self.reschedule(key, planned, planned);
             }
             Err(e) => {
@@ -329,7 +322,71 @@ impl Manager {
                     self.account = None;
                     client::forget_account(&self.settings);
                 }
-                self.failed(key, &look, &e);
+                // The lease is kept until the next attempt: the whole fleet waits, not just
+                // this instance.
+                let next = self.failed(key, &look, &e);
+                lease.hold_until(next);
+            }
+        }
+    }
+
+    /// When a certificate that is not due yet is to be looked at again, and when it is to be
+    /// renewed: by the CA's ARI window if it offers one, else by its lifetime.
+    async fn not_due(&mut self, look: &Look, now: SystemTime) -> Option<(SystemTime, SystemTime)> {
+        let Look::Valid(stored) = look else {
+            return None;
+        };
+        let planned = self.planned(look, now);
+        let ari = if planned <= now || self.account.is_some() {
+            self.ari_window(stored).await
+        } else {
+            None
+        };
+        match ari {
+            Some((at, _)) if at <= now => None,
+            Some((at, recheck)) => Some((at.min(now + recheck), at)),
+            None if planned > now => Some((planned, planned)),
+            None => None,
+        }
+    }
+
+    /// Orders `key`'s certificate and stores it, checked first: a certificate that cannot be
+    /// served never takes the place of one that can.
+    async fn renew(
+        &mut self,
+        key: &Key,
+        names: &[String],
+        look: &Look,
+    ) -> Result<Stored, AcmeError> {
+        let replaces = match look {
+            Look::Valid(stored) if self.ari == Some(true) => {
+                CertificateIdentifier::try_from(&stored.leaf)
+                    .ok()
+                    .map(|id| id.into_owned())
+            }
+            _ => None,
+        };
+        let wanted = Wanted {
+            names,
+            kind: key.1,
+            replaces,
+        };
+        let pem = match tokio::time::timeout(ORDER_TIMEOUT, self.order(wanted)).await {
+            Ok(pem) => pem?,
+            Err(_) => return Err(AcmeError::Timeout(ORDER_TIMEOUT)),
+        };
+        let file = storage::cert_file(&self.settings.storage, &key.0, key.1);
+        let staged = file.with_extension("pem.new");
+        storage::write_private(&staged, pem.as_bytes())?;
+        match self.look_file(&staged, &key.0, names) {
+            Look::Valid(stored) => {
+                storage::replace(&staged, &file)?;
+                Ok(stored)
+            }
+            Look::Needed(why) => {
+                let _ = std::fs::remove_file(&staged);
+                let problem = format!("the issued certificate is unusable ({why})");
+                Err(AcmeError::Certificate(problem))
             }
         }
     }
@@ -400,7 +457,8 @@ impl Manager {
         self.publish();
     }
 
-    fn failed(&mut self, key: &Key, look: &Look, error: &AcmeError) {
+    /// Counts and logs a failure; returns when to try again.
+    fn failed(&mut self, key: &Key, look: &Look, error: &AcmeError) -> SystemTime {
         let lifetime = match look {
             Look::Valid(stored) => Some(Duration::from_secs(
                 (stored.not_after - stored.not_before).max(1) as u64,
@@ -408,7 +466,7 @@ impl Manager {
             Look::Needed(_) => None,
         };
         let Some(t) = self.tracked.get_mut(key) else {
-            return;
+            return SystemTime::now();
         };
         t.failures = t.failures.saturating_add(1);
         let wait = schedule::backoff(
@@ -424,6 +482,7 @@ impl Manager {
         t.renewal = next;
         events::failed(&self.rt.metrics, &key.0, key.1, error, t.failures, wait);
         self.publish();
+        next
     }
 
     /// Sets each host's next-renewal gauge: its earliest certificate.
@@ -446,6 +505,14 @@ fn random() -> f64 {
         return 0.5;
     }
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1_u64 << 53) as f64
+}
+
+/// The serial of a stored certificate, if there is a usable one.
+fn serial(look: &Look) -> Option<String> {
+    match look {
+        Look::Valid(stored) => Some(stored.serial.clone()),
+        Look::Needed(_) => None,
+    }
 }
 
 fn from_unix(secs: i64) -> SystemTime {

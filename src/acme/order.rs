@@ -8,7 +8,10 @@ use std::time::Duration;
 use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
 };
-use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize};
+use rcgen::{
+    CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
+    RsaKeySize,
+};
 use rustls::crypto::CryptoProvider;
 
 use super::AcmeError;
@@ -99,8 +102,13 @@ pub async fn obtain(
         AcmeKeyType::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048),
     }
     .map_err(|e| AcmeError::Certificate(format!("cannot generate the key: {e}")))?;
+    // An empty subject: rcgen's default common name would be one more name to issue for, which
+    // Let's Encrypt refuses. The names are the subjectAltNames.
     let csr = CertificateParams::new(wanted.names.to_vec())
-        .and_then(|params| params.serialize_request(&key))
+        .and_then(|mut params| {
+            params.distinguished_name = DistinguishedName::new();
+            params.serialize_request(&key)
+        })
         .map_err(|e| AcmeError::Certificate(format!("cannot make the CSR: {e}")))?;
     order.finalize_csr(csr.der()).await?;
     let issuing = RetryPolicy::new().timeout(ISSUANCE);

@@ -109,23 +109,46 @@ pub fn prepare(storage: &Path, labels: &[&str]) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Renames `from` over `to` (same directory): the one atomic step that publishes a file.
+pub fn replace(from: &Path, to: &Path) -> Result<(), StorageError> {
+    std::fs::rename(from, to).map_err(StorageError::at(to))
+}
+
 /// What a lease file holds.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct LeaseRecord {
+    /// The instance and the attempt (`host/pid/nonce`).
     owner: String,
     /// Unix seconds.
     expires: u64,
 }
 
-/// A held lease on ordering for one host; removed when dropped.
+/// A lease in the future beyond this is not believed (a corrupt or hostile file).
+const LONGEST_LEASE: Duration = Duration::from_secs(32 * 86_400);
+
+/// A held lease on ordering for one host; released (removed, if still ours) when dropped.
 #[derive(Debug)]
 pub struct Lease {
     path: PathBuf,
+    record: LeaseRecord,
+    keep: bool,
+}
+
+impl Lease {
+    /// Keeps the lease, instead of releasing it, until `until`: after a failed order the other
+    /// instances wait out the same backoff instead of ordering at once themselves.
+    pub fn hold_until(mut self, until: SystemTime) {
+        self.record.expires = unix(until);
+        let body = serde_json::to_vec(&self.record).unwrap_or_default();
+        self.keep = write_private(&self.path, &body).is_ok();
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if !self.keep && read_lease(&self.path).as_ref() == Some(&self.record) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -134,7 +157,7 @@ impl Drop for Lease {
 pub enum LeaseAttempt {
     /// This instance may order.
     Acquired(Lease),
-    /// Another instance is ordering until `until`.
+    /// Another instance is ordering (or waiting after a failure) until `until`.
     Held {
         /// Who holds it.
         owner: String,
@@ -143,8 +166,13 @@ pub enum LeaseAttempt {
     },
 }
 
-/// Takes the lease on ordering for `label` for `ttl`, unless another instance holds an
-/// unexpired one (an expired or unreadable lease is taken over: its holder died).
+/// Takes the lease on ordering for `label` for `ttl`, unless an unexpired one is held. An
+/// expired or unreadable lease is taken over: its holder died.
+///
+/// The lease file appears with its content in one step (a hard link of a written temporary
+/// file, which fails if the lease exists, also on NFS). A takeover first moves the stale file
+/// aside under a name of its own and checks that what it moved is what it judged stale; if
+/// another instance took the lease in between, that lease is put back.
 pub fn lease(
     storage: &Path,
     label: &str,
@@ -154,49 +182,83 @@ pub fn lease(
     let dir = storage.join("locks");
     std::fs::create_dir_all(&dir).map_err(StorageError::at(&dir))?;
     let path = dir.join(format!("{label}.lock"));
+    let nonce = format!("{:016x}", random_u64());
+    let record = LeaseRecord {
+        owner: format!("{owner}/{nonce}"),
+        expires: unix(SystemTime::now() + ttl),
+    };
+    let staged = dir.join(format!(".{label}.lock.{nonce}"));
+    let body = serde_json::to_vec(&record).unwrap_or_default();
+    write_private(&staged, &body)?;
+    let result = take(&path, &staged, &record);
+    let _ = std::fs::remove_file(&staged);
+    result
+}
+
+fn take(path: &Path, staged: &Path, record: &LeaseRecord) -> Result<LeaseAttempt, StorageError> {
     for _ in 0..2 {
-        let expires = unix(SystemTime::now() + ttl);
-        let record = LeaseRecord {
-            owner: owner.to_owned(),
-            expires,
-        };
-        let created = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path);
-        match created {
-            Ok(mut file) => {
-                let body = serde_json::to_vec(&record).unwrap_or_default();
-                file.write_all(&body)
-                    .and_then(|()| file.sync_all())
-                    .map_err(StorageError::at(&path))?;
-                return Ok(LeaseAttempt::Acquired(Lease { path }));
+        match std::fs::hard_link(staged, path) {
+            Ok(()) => {
+                return Ok(LeaseAttempt::Acquired(Lease {
+                    path: path.to_owned(),
+                    record: record.clone(),
+                    keep: false,
+                }));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let held = std::fs::read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<LeaseRecord>(&b).ok());
-                match held {
-                    Some(held) if held.expires > unix(SystemTime::now()) => {
-                        return Ok(LeaseAttempt::Held {
-                            owner: held.owner,
-                            until: UNIX_EPOCH + Duration::from_secs(held.expires),
-                        });
-                    }
-                    // Expired, or half written by a holder that died mid-write.
-                    _ => {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StorageError::at(path)(e)),
+        }
+        let held = read_lease(path);
+        if let Some(held) = held.as_ref().filter(|h| valid(h)) {
+            return Ok(LeaseAttempt::Held {
+                owner: held.owner.clone(),
+                until: at(held.expires),
+            });
+        }
+        let aside = staged.with_extension("stale");
+        if std::fs::rename(path, &aside).is_ok() {
+            let moved = read_lease(&aside);
+            if moved != held {
+                // Not the stale lease we saw: a fresh one, taken meanwhile. Put it back.
+                let _ = std::fs::hard_link(&aside, path);
+                let _ = std::fs::remove_file(&aside);
+                let until = moved.map_or(0, |m| m.expires);
+                return Ok(LeaseAttempt::Held {
+                    owner: "another instance".to_owned(),
+                    until: at(until).min(SystemTime::now() + LONGEST_LEASE),
+                });
             }
-            Err(e) => return Err(StorageError::at(&path)(e)),
+            let _ = std::fs::remove_file(&aside);
         }
     }
     Ok(LeaseAttempt::Held {
-        owner: "unknown".to_owned(),
+        owner: "another instance".to_owned(),
         until: SystemTime::now() + Duration::from_secs(1),
     })
+}
+
+/// Whether a lease is unexpired and believable.
+fn valid(record: &LeaseRecord) -> bool {
+    let now = SystemTime::now();
+    record.expires > unix(now) && record.expires <= unix(now + LONGEST_LEASE)
+}
+
+fn read_lease(path: &Path) -> Option<LeaseRecord> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0_u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    u64::from_le_bytes(bytes) ^ u64::from(std::process::id())
+}
+
+/// The time `secs` after the Unix epoch (now, for a value past what the clock can hold).
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .unwrap_or_else(SystemTime::now)
 }
 
 /// Seconds since the Unix epoch.
@@ -231,7 +293,7 @@ mod tests {
             panic!("a free lease is acquired");
         };
         match super::lease(dir.path(), "a.test", "two", ttl).unwrap() {
-            LeaseAttempt::Held { owner, .. } => assert_eq!(owner, "one"),
+            LeaseAttempt::Held { owner, .. } => assert!(owner.starts_with("one/"), "{owner}"),
             LeaseAttempt::Acquired(_) => panic!("a held lease is not acquired twice"),
         }
         drop(lease);
@@ -239,13 +301,51 @@ mod tests {
             super::lease(dir.path(), "a.test", "two", ttl).unwrap(),
             LeaseAttempt::Acquired(_)
         ));
-        // An expired lease (its holder died) is taken over.
-        let stale = dir.path().join("locks/b.test.lock");
-        std::fs::write(&stale, r#"{"owner":"dead","expires":1}"#).unwrap();
-        assert!(matches!(
-            super::lease(dir.path(), "b.test", "two", ttl).unwrap(),
-            LeaseAttempt::Acquired(_)
-        ));
+        // An expired, unreadable or absurd lease (its holder died, or the file is corrupt) is
+        // taken over.
+        for stale in [
+            r#"{"owner":"dead","expires":1}"#.to_owned(),
+            String::new(),
+            format!(r#"{{"owner":"x","expires":{}}}"#, u64::MAX),
+        ] {
+            std::fs::write(dir.path().join("locks/b.test.lock"), stale).unwrap();
+            let LeaseAttempt::Acquired(lease) =
+                super::lease(dir.path(), "b.test", "two", ttl).unwrap()
+            else {
+                panic!("a stale lease is taken over");
+            };
+            drop(lease);
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("locks"))
+            .unwrap()
+            .collect();
+        assert!(
+            left.is_empty(),
+            "released leases and temporary files are gone: {left:?}"
+        );
+    }
+
+    #[test]
+    fn a_lease_held_after_a_failure_makes_others_wait_and_is_only_released_by_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_secs(60);
+        let LeaseAttempt::Acquired(first) = lease(dir.path(), "c.test", "one", ttl).unwrap() else {
+            panic!("acquired");
+        };
+        let until = SystemTime::now() + Duration::from_secs(120);
+        first.hold_until(until);
+        match lease(dir.path(), "c.test", "two", ttl).unwrap() {
+            LeaseAttempt::Held { until: held, .. } => assert_eq!(unix(held), unix(until)),
+            LeaseAttempt::Acquired(_) => panic!("the backoff holds for every instance"),
+        }
+        // A lease that is no longer ours (taken over after expiring) is left alone on release.
+        let path = dir.path().join("locks/d.test.lock");
+        let LeaseAttempt::Acquired(mine) = lease(dir.path(), "d.test", "one", ttl).unwrap() else {
+            panic!("acquired");
+        };
+        std::fs::write(&path, r#"{"owner":"other","expires":99999999999}"#).unwrap();
+        drop(mine);
+        assert!(path.exists());
     }
 
     #[test]

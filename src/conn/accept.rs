@@ -112,7 +112,13 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let name = hello.client_hello().server_name().map(str::to_owned);
-    let config = name.as_deref().and_then(|n| challenges.tls_alpn(n));
+    let config = match name.as_deref() {
+        Some(name) => timeout_at(deadline, challenges.tls_alpn(name))
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
     let (Some(name), Some(config)) = (name.clone(), config) else {
         send_alert(&mut hello, &UNRECOGNIZED_NAME_ALERT).await;
         let detail = name.unwrap_or_default();

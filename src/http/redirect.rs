@@ -30,8 +30,8 @@ pub async fn serve(rt: Arc<Runtime>, stream: TcpStream, https_port: u16, shutdow
     let svc = {
         let rt = Arc::clone(&rt);
         hyper::service::service_fn(move |req| {
-            let answer = answer(&rt, &req, https_port);
-            async move { Ok::<_, Infallible>(answer) }
+            let rt = Arc::clone(&rt);
+            async move { Ok::<_, Infallible>(answer(&rt, &req, https_port).await) }
         })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -59,13 +59,13 @@ pub async fn serve(rt: Arc<Runtime>, stream: TcpStream, https_port: u16, shutdow
 }
 
 /// The answer to one request.
-fn answer(rt: &Runtime, req: &Request<Incoming>, https_port: u16) -> Response<ProxyBody> {
-    let snapshot = rt.snapshot.load();
+async fn answer(rt: &Runtime, req: &Request<Incoming>, https_port: u16) -> Response<ProxyBody> {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let host = request_host(req);
     if let Some(token) = path.strip_prefix(ACME_CHALLENGE) {
-        return acme_answer(rt, token, host.as_deref());
+        return acme_answer(rt, token, host.as_deref()).await;
     }
+    let snapshot = rt.snapshot.load();
     let known = host.filter(|host| snapshot.knows(host));
     let location = known.as_ref().and_then(|host| {
         let port = if https_port == 443 {
@@ -98,8 +98,8 @@ fn answer(rt: &Runtime, req: &Request<Incoming>, https_port: u16) -> Response<Pr
 }
 
 /// The HTTP-01 answer for `token`, if one is pending for the name asked (else 404).
-fn acme_answer(rt: &Runtime, token: &str, host: Option<&str>) -> Response<ProxyBody> {
-    match rt.challenges.http(token, host) {
+async fn acme_answer(rt: &Runtime, token: &str, host: Option<&str>) -> Response<ProxyBody> {
+    match rt.challenges.http(token, host).await {
         Some(key_authorization) => {
             crate::metrics::acme::challenge_answered(
                 &rt.metrics,

@@ -142,29 +142,29 @@ impl Validator<'_> {
         let Some(HostName::Exact(label)) = names.first() else {
             return None;
         };
-        let stored: Vec<RawCert> = acme
-            .key_types
-            .iter()
-            .map(|kind| crate::acme::storage::cert_file(&acme.storage, label, *kind))
-            .filter(|file| file.exists())
-            .map(|file| RawCert {
+        // Each key type on its own: a bad RSA file must not keep a good ECDSA one from
+        // serving. Storage is the ACME client's to repair (it orders anew), so a bad file there
+        // is a warning: it never stops a start or a reload.
+        let mut certs = Vec::new();
+        for (k, kind) in acme.key_types.iter().enumerate() {
+            let file = crate::acme::storage::cert_file(&acme.storage, label, *kind);
+            if !file.exists() {
+                continue;
+            }
+            let pair = RawCert {
                 cert: file.clone(),
                 key: file,
                 ocsp: None,
-            })
-            .collect();
-        if stored.is_empty() {
-            return None;
+            };
+            let before = self.problems.len();
+            let loaded = self.host_certs(i, at, std::slice::from_ref(&pair), names);
+            for problem in &mut self.problems[before..] {
+                problem.severity = Severity::Warning;
+            }
+            certs.extend(loaded.into_iter().flatten().map(|c| c.at_index(k)));
         }
-        // Storage is the ACME client's to repair: a bad file there leaves the host pending (or
-        // serving what it served) while a new certificate is ordered, and never stops a start
-        // or a reload. So its problems are warnings.
-        let before = self.problems.len();
-        let certs = self.host_certs(i, at, &stored, names);
-        for problem in &mut self.problems[before..] {
-            problem.severity = Severity::Warning;
-        }
-        certs
+        certs.sort_by_key(|c| c.algorithm);
+        (!certs.is_empty()).then_some(certs)
     }
 
     /// Parses a `backends` list, reporting problems at `place[b]`.
