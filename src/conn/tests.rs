@@ -1,6 +1,7 @@
 //! The pipeline over `tokio::io::duplex`, with paused time: the handshake deadline covers the
 //! PROXY header and the whole handshake, the drain deadline cuts a connection with a close line
-//! and gives its gauge back, and a full handshake reaches the mode. No wall-clock waits.
+//! and gives its gauge back, a full handshake reaches the mode, and an ACME TLS-ALPN-01
+//! validation gets its challenge certificate and nothing else. No wall-clock waits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -249,4 +250,120 @@ async fn a_connection_task_stays_small() {
     eprintln!("serve<TcpStream> future: {size} bytes");
     // 1,424 bytes when written; the bound catches a stage left unboxed or a doubled future.
     assert!(size <= 2048, "the connection task grew to {size} bytes");
+}
+
+/// A verifier that accepts any server certificate: what an ACME CA's validator does with the
+/// self-signed challenge certificate before it checks the extension itself.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        // By the raw key: webpki refuses to parse a certificate with a critical extension it
+        // does not know, which is exactly what the challenge certificate has.
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).unwrap();
+        let spki = rustls::pki_types::SubjectPublicKeyInfoDer::from(parsed.public_key().raw);
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature_with_raw_key(message, &spki, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS-ALPN-01 validator: offers `acme-tls/1` only.
+fn validator(fx: &Fixture) -> tokio_rustls::TlsConnector {
+    let provider = Arc::clone(&fx.rt.tls.provider);
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn an_acme_validation_gets_the_challenge_certificate_and_nothing_else() {
+    let fx = Fixture::new("");
+    let name = || ServerName::try_from("app.test").unwrap();
+    // Nothing pending: refused, and counted.
+    let (client, task) = fx.serve(None, &Shutdown::default());
+    let refused = validator(&fx).connect(name(), client).await;
+    assert!(refused.is_err(), "no challenge is pending");
+    task.await.unwrap();
+    let none = "tlsedge_handshake_failures_total{reason=\"acme_no_challenge\"}";
+    assert_eq!(fx.metric(none), 1.0);
+
+    // Pending: the self-signed certificate with the critical acmeIdentifier extension holding
+    // the SHA-256 of the key authorisation (RFC 8737), over acme-tls/1.
+    let provider = Arc::clone(&fx.rt.tls.provider);
+    let answer = fx
+        .rt
+        .challenges
+        .add_tls_alpn(&provider, "app.test", "tok.thumb");
+    let _answer = answer.unwrap();
+    let (client, task) = fx.serve(None, &Shutdown::default());
+    let mut tls = validator(&fx)
+        .connect(name(), client)
+        .await
+        .expect("answered");
+    let conn = tls.get_ref().1;
+    assert_eq!(conn.alpn_protocol(), Some(&b"acme-tls/1"[..]));
+    let leaf = conn.peer_certificates().unwrap()[0].clone();
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+    let ext = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+        .expect("acmeIdentifier");
+    assert!(ext.critical);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"tok.thumb");
+    assert_eq!(&ext.value[..2], [0x04, 32], "an OCTET STRING of 32 bytes");
+    assert_eq!(&ext.value[2..], digest.as_ref());
+    // Then the server closes: nothing but the certificate is ever served on it.
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    task.await.unwrap();
+    let answered = "tlsedge_acme_challenges_answered_total{challenge=\"tls-alpn-01\"}";
+    assert_eq!(fx.metric(answered), 1.0);
+
+    // An ordinary client of the same name meanwhile gets the host's own certificate.
+    let (client, task) = fx.serve(None, &Shutdown::default());
+    let connector = tokio_rustls::TlsConnector::from(fx.client_config());
+    let tls = connector
+        .connect(name(), client)
+        .await
+        .expect("ordinary handshake");
+    drop(tls);
+    task.await.unwrap();
 }
