@@ -159,6 +159,14 @@ fn s_client(addr: SocketAddr, name: &str, ca: &Path, extra: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `tlsedge_acme_orders_total{host, result}` in a scrape.
+fn orders(m: &common::Metrics, host: &str, result: &str) -> f64 {
+    m.value(
+        "tlsedge_acme_orders_total",
+        &[("host", host), ("result", result)],
+    )
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -191,10 +199,7 @@ async fn tls_alpn_01_issues_for_two_hosts_refusing_them_until_then() {
     .await;
     wait_for("an unreachable CA counted", ISSUANCE, || async {
         let m = lb.metrics().await;
-        m.value(
-            "tlsedge_acme_orders_total",
-            &[("host", "a.test"), ("result", "unreachable")],
-        ) >= 1.0
+        orders(&m, "a.test", "unreachable") >= 1.0
             && m.value(
                 "tlsedge_acme_last_error_timestamp_seconds",
                 &[("host", "a.test")],
@@ -212,13 +217,7 @@ async fn tls_alpn_01_issues_for_two_hosts_refusing_them_until_then() {
 
     let m = lb.metrics().await;
     for host in ["a.test", "b.test"] {
-        assert_eq!(
-            m.value(
-                "tlsedge_acme_orders_total",
-                &[("host", host), ("result", "issued")]
-            ),
-            1.0
-        );
+        assert_eq!(orders(&m, host, "issued"), 1.0);
         let next = m.value(
             "tlsedge_acme_next_renewal_timestamp_seconds",
             &[("host", host)],
@@ -414,12 +413,7 @@ async fn renewal_switches_the_serial_with_no_failed_handshake() {
     assert_eq!(failures, 0, "no handshake failed across the renewal");
     assert!(serials.contains(&first), "{first} first: {serials:?}");
     let m = lb.metrics().await;
-    assert!(
-        m.value(
-            "tlsedge_acme_orders_total",
-            &[("host", "r.test"), ("result", "issued")]
-        ) >= 2.0
-    );
+    assert!(orders(&m, "r.test", "issued") >= 2.0);
     lb.stop().await;
 }
 
@@ -443,10 +437,7 @@ async fn a_ca_outage_keeps_the_certificate_serving_and_recovers() {
     pebble.stop();
     wait_for("failed renewals counted", ISSUANCE, || async {
         let m = lb.metrics().await;
-        m.value(
-            "tlsedge_acme_orders_total",
-            &[("host", "o.test"), ("result", "unreachable")],
-        ) >= 2.0
+        orders(&m, "o.test", "unreachable") >= 2.0
             && m.value(
                 "tlsedge_acme_last_error_timestamp_seconds",
                 &[("host", "o.test")],
@@ -469,12 +460,7 @@ async fn a_ca_outage_keeps_the_certificate_serving_and_recovers() {
     })
     .await;
     let m = lb.metrics().await;
-    assert!(
-        m.value(
-            "tlsedge_acme_orders_total",
-            &[("host", "o.test"), ("result", "issued")]
-        ) >= 2.0
-    );
+    assert!(orders(&m, "o.test", "issued") >= 2.0);
     lb.stop().await;
 }
 
@@ -567,10 +553,7 @@ async fn refused_names_and_corrupt_storage_stop_nothing_else() {
     served(&lb, "ok.test", &roots).await;
     wait_for("the CA's refusal counted", ISSUANCE, || async {
         let m = lb.metrics().await;
-        m.value(
-            "tlsedge_acme_orders_total",
-            &[("host", "blocked.test"), ("result", "ca_error")],
-        ) >= 1.0
+        orders(&m, "blocked.test", "ca_error") >= 1.0
     })
     .await;
     let refused = connect(lb.addr, "blocked.test", &roots)
@@ -599,10 +582,7 @@ async fn external_account_binding_registers_where_the_ca_requires_it() {
     let lb = Lb::start(&config).await;
     wait_for("the refused registration counted", ISSUANCE, || async {
         let m = lb.metrics().await;
-        m.value(
-            "tlsedge_acme_orders_total",
-            &[("host", "e.test"), ("result", "ca_error")],
-        ) >= 1.0
+        orders(&m, "e.test", "ca_error") >= 1.0
     })
     .await;
     lb.stop().await;

@@ -500,11 +500,7 @@ impl Manager {
 
 /// Uniform in `[0, 1)`, for jitter.
 fn random() -> f64 {
-    let mut bytes = [0_u8; 8];
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1_u64 << 53) as f64
+    (storage::random_u64() >> 11) as f64 / (1_u64 << 53) as f64
 }
 
 /// The serial of a stored certificate, if there is a usable one.

@@ -248,7 +248,8 @@ fn read_lease(path: &Path) -> Option<LeaseRecord> {
     serde_json::from_slice(&bytes).ok()
 }
 
-fn random_u64() -> u64 {
+/// 64 random bits from the OS (for lease nonces and jitter); the process id if that fails.
+pub(super) fn random_u64() -> u64 {
     let mut bytes = [0_u8; 8];
     let _ = aws_lc_rs::rand::fill(&mut bytes);
     u64::from_le_bytes(bytes) ^ u64::from(std::process::id())

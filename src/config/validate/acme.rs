@@ -138,12 +138,7 @@ impl Validator<'_> {
             Ok(_) => "no PEM certificate in it".to_owned(),
             Err(e) => e.to_string(),
         };
-        let issue = Issue::BadFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        self.error("acme.ca", issue);
-        None
+        self.bad_file("acme.ca", &path, reason)
     }
 
     fn eab_key(&mut self, file: &Path) -> Option<Vec<u8>> {
@@ -159,11 +154,16 @@ impl Validator<'_> {
             }
             Err(e) => e.to_string(),
         };
+        self.bad_file("acme.eab.hmac_key_file", &path, reason)
+    }
+
+    /// Reports that the file `path` named at `place` cannot be used, and why.
+    fn bad_file<T>(&mut self, place: &str, path: &Path, reason: String) -> Option<T> {
         let issue = Issue::BadFile {
             path: path.display().to_string(),
             reason,
         };
-        self.error("acme.eab.hmac_key_file", issue);
+        self.error(place, issue);
         None
     }
 }
