@@ -308,3 +308,219 @@ async fn allow_lists_restrict_a_host_to_client_networks() {
         "a denied client never reaches a backend"
     );
 }
+
+/// A client offering these suites and groups (the provider's others left out).
+fn offering(
+    site: &Site,
+    suites: Option<Vec<rustls::SupportedCipherSuite>>,
+    groups: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
+    tls12_only: bool,
+) -> Arc<rustls::ClientConfig> {
+    ClientOpts {
+        suites,
+        groups,
+        tls12_only,
+        ..ClientOpts::default()
+    }
+    .build(&site.ca)
+}
+
+#[tokio::test]
+async fn the_default_policy_prefers_post_quantum_key_exchange_and_aes_128() {
+    use rustls::crypto::aws_lc_rs::{cipher_suite as cs, kx_group as kx};
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    ecdsa(&site, "a", &["a.test"]);
+    let lb = Lb::start(&site.config(&format!(
+        "hosts:\n{}",
+        host(&["a.test"], &["a"], &[backend.addr], "")
+    )))
+    .await;
+    // A client that prefers the hybrid (as Chrome, Firefox and OpenSSL 3.5 do) gets it.
+    let pq_first = offering(
+        &site,
+        None,
+        Some(vec![kx::X25519MLKEM768, kx::X25519]),
+        false,
+    );
+    let got = hello(lb.addr, "a.test", &pq_first).await.unwrap();
+    assert_eq!(got.group, Some(rustls::NamedGroup::X25519MLKEM768));
+    // The suite follows the server's order, not the client's.
+    let aes256_first = vec![cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_AES_128_GCM_SHA256];
+    let got = hello(
+        lb.addr,
+        "a.test",
+        &offering(&site, Some(aes256_first), None, false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got.suite,
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+    let tls12 = vec![
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    let got = hello(lb.addr, "a.test", &offering(&site, Some(tls12), None, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.suite,
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+    );
+    let m = lb
+        .wait_metric(
+            "tlsedge_handshake_key_exchanges_total",
+            &[("host", "a.test"), ("group", "X25519MLKEM768")],
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        m.value(
+            "tlsedge_handshake_key_exchanges_total",
+            &[("host", "a.test"), ("group", "X25519")]
+        ),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn profiles_and_explicit_lists_are_enforced_per_host() {
+    use rustls::crypto::aws_lc_rs::{cipher_suite as cs, kx_group as kx};
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    for stem in ["modern", "chacha", "p384"] {
+        ecdsa(&site, stem, &[&format!("{stem}.test")]);
+    }
+    let body = format!(
+        "hosts:\n{}{}{}",
+        host(
+            &["modern.test"],
+            &["modern"],
+            &[backend.addr],
+            "    tls_profile: modern\n"
+        ),
+        host(
+            &["chacha.test"],
+            &["chacha"],
+            &[backend.addr],
+            "    cipher_suites: [TLS_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]\n"
+        ),
+        host(
+            &["p384.test"],
+            &["p384"],
+            &[backend.addr],
+            "    kx_groups: [secp384r1]\n"
+        ),
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let any = ClientOpts::default().build(&site.ca);
+    let got = hello(lb.addr, "modern.test", &any).await.unwrap();
+    assert_eq!(got.version, Some(rustls::ProtocolVersion::TLSv1_3));
+    let err = hello(lb.addr, "modern.test", &offering(&site, None, None, true))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        alert_of(&err),
+        Some(rustls::AlertDescription::ProtocolVersion),
+        "{err}"
+    );
+    let got = hello(lb.addr, "chacha.test", &any).await.unwrap();
+    assert_eq!(
+        got.suite,
+        Some(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
+    );
+    let aes_only = vec![cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384];
+    let err = hello(
+        lb.addr,
+        "chacha.test",
+        &offering(&site, Some(aes_only), None, false),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        alert_of(&err),
+        Some(rustls::AlertDescription::HandshakeFailure),
+        "{err}"
+    );
+    // The client's first key share (X25519) is not allowed: a hello retry asks for P-384.
+    let got = hello(lb.addr, "p384.test", &any).await.unwrap();
+    assert_eq!(got.group, Some(rustls::NamedGroup::secp384r1));
+    let x25519 = offering(&site, None, Some(vec![kx::X25519]), false);
+    let err = hello(lb.addr, "p384.test", &x25519).await.unwrap_err();
+    assert_eq!(
+        alert_of(&err),
+        Some(rustls::AlertDescription::HandshakeFailure),
+        "{err}"
+    );
+    lb.wait_metric(
+        "tlsedge_handshake_failures_total",
+        &[("reason", "incompatible")],
+        3.0,
+    )
+    .await;
+}
+
+/// What scanners probe with: a hello no certificate of the host can answer (no common suite,
+/// or no signature scheme its key can make) is refused with `handshake_failure` and counted as
+/// `incompatible`, never `access_denied`.
+#[tokio::test]
+async fn hellos_no_certificate_fits_get_handshake_failure() {
+    let site = Site::new();
+    let backend = Backend::start("b").await;
+    ecdsa(&site, "ec", &["ec.test"]);
+    let lb = Lb::start(&site.config(&format!(
+        "hosts:\n{}",
+        host(&["ec.test"], &["ec"], &[backend.addr], "")
+    )))
+    .await;
+    for tls12_only in [false, true] {
+        let rsa_only = ClientOpts {
+            rsa_only: true,
+            tls12_only,
+            ..ClientOpts::default()
+        }
+        .build(&site.ca);
+        let err = hello(lb.addr, "ec.test", &rsa_only).await.unwrap_err();
+        assert_eq!(
+            alert_of(&err),
+            Some(rustls::AlertDescription::HandshakeFailure),
+            "tls12_only={tls12_only}: {err}"
+        );
+    }
+    // OpenSSL with a suite tlsedge does not have (CBC): alert 40, handshake failure.
+    let out = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &lb.addr.to_string(),
+            "-servername",
+            "ec.test",
+        ])
+        .args(["-tls1_2", "-cipher", "AES128-SHA"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("alert handshake failure") || stderr.contains("alert number 40"),
+        "{stderr}"
+    );
+    let m = lb
+        .wait_metric(
+            "tlsedge_handshake_failures_total",
+            &[("reason", "incompatible")],
+            3.0,
+        )
+        .await;
+    assert_eq!(
+        m.value(
+            "tlsedge_handshake_failures_total",
+            &[("reason", "protocol")]
+        ),
+        0.0
+    );
+}

@@ -272,9 +272,18 @@ pub struct RawHost {
     /// ALPN protocols offered, in preference order, e.g. `[h2, http/1.1]`.
     #[serde(default)]
     pub alpn: Vec<String>,
-    /// Lowest TLS version accepted: `"1.2"` or `"1.3"`.
-    #[serde(default = "default_min_tls")]
-    pub min_tls: String,
+    /// TLS defaults: `intermediate` (TLS 1.2 and 1.3) or `modern` (TLS 1.3 only).
+    #[serde(default)]
+    pub tls_profile: TlsProfile,
+    /// Lowest TLS version accepted: `"1.2"` or `"1.3"` (default: the profile's).
+    #[serde(default)]
+    pub min_tls: Option<String>,
+    /// Cipher suites in server preference order (default: the profile's).
+    #[serde(default)]
+    pub cipher_suites: Option<Vec<String>>,
+    /// Key exchange groups (default: X25519MLKEM768, X25519, secp256r1, secp384r1).
+    #[serde(default)]
+    pub kx_groups: Option<Vec<String>>,
     /// Client certificate authentication (mTLS).
     #[serde(default)]
     pub client_auth: Option<RawClientAuth>,
@@ -526,10 +535,6 @@ impl Default for RawHttpLimits {
     }
 }
 
-fn default_min_tls() -> String {
-    "1.2".to_owned()
-}
-
 fn default_true() -> bool {
     true
 }
@@ -560,6 +565,17 @@ pub struct RawBackend {
 
 fn default_weight() -> u32 {
     1
+}
+
+/// A named set of TLS defaults (Mozilla Server Side TLS 6.0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsProfile {
+    /// TLS 1.3 only.
+    Modern,
+    /// TLS 1.2 (ECDHE with AEAD suites) and TLS 1.3.
+    #[default]
+    Intermediate,
 }
 
 /// Backend selection policies.

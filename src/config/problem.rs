@@ -116,6 +116,25 @@ pub enum Issue {
         /// What was written.
         value: String,
     },
+    /// A cipher suite name that the provider does not have.
+    #[error("unknown cipher suite {value:?} (known: {known})")]
+    UnknownSuite {
+        /// What was written.
+        value: String,
+        /// The names that would be accepted.
+        known: String,
+    },
+    /// A key exchange group name that the provider does not have.
+    #[error("unknown key exchange group {value:?} (known: {known})")]
+    UnknownGroup {
+        /// What was written.
+        value: String,
+        /// The names that would be accepted.
+        known: String,
+    },
+    /// A TLS setting contradicts another one of the same host.
+    #[error("{0}")]
+    TlsConflict(&'static str),
     /// An ALPN protocol is empty or longer than 255 bytes.
     #[error("invalid ALPN protocol {value:?}")]
     BadAlpn {

@@ -236,6 +236,7 @@ where
             _ => "other",
         },
         resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        group: conn.negotiated_key_exchange_group().map(|g| g.name()),
     };
     let negotiated = Negotiated {
         handshake,

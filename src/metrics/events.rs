@@ -66,6 +66,7 @@ pub fn closed(m: &Metrics, host: &Host, negotiated: &Negotiated, end: &Closed, o
         outcome = end.outcome.as_str(),
         tls.version = hs.version,
         tls.cipher = hs.cipher(),
+        tls.group = hs.group(),
         tls.resumed = hs.resumed,
         tls.alpn = negotiated.alpn.as_deref(),
         tls.client_subject = negotiated.client_subject.as_deref(),

@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use metrics::{Counter, Histogram, counter, histogram};
-use rustls::CipherSuite;
+use rustls::{CipherSuite, NamedGroup};
 
 use super::names::*;
 use super::{Metrics, Outcome};
@@ -30,6 +30,14 @@ const SUITES: [CipherSuite; 9] = [
 /// Slots per resumption state: the known suites and "other".
 const SUITE_SLOTS: usize = SUITES.len() + 1;
 
+/// The key exchange groups the provider can negotiate, in label order; then "other" and "none".
+const GROUPS: [NamedGroup; 4] = [
+    NamedGroup::X25519MLKEM768,
+    NamedGroup::X25519,
+    NamedGroup::secp256r1,
+    NamedGroup::secp384r1,
+];
+
 /// What a completed handshake is counted by.
 #[derive(Debug, Clone, Copy)]
 pub struct Handshake {
@@ -39,12 +47,32 @@ pub struct Handshake {
     pub version: &'static str,
     /// Whether the session was resumed.
     pub resumed: bool,
+    /// The key exchange group, if one was used (a resumed TLS 1.2 session has none).
+    pub group: Option<NamedGroup>,
 }
 
 impl Handshake {
     /// The suite's IANA name, the `cipher` label.
     pub fn cipher(&self) -> &'static str {
         self.suite.as_str().unwrap_or("other")
+    }
+
+    /// The group's name, the `group` label (and `tls.group` in the access log).
+    pub fn group(&self) -> &'static str {
+        match self.group {
+            Some(group) => group.as_str().unwrap_or("other"),
+            None => "none",
+        }
+    }
+
+    fn group_slot(&self) -> usize {
+        match self.group {
+            Some(group) => GROUPS
+                .iter()
+                .position(|g| *g == group)
+                .unwrap_or(GROUPS.len()),
+            None => GROUPS.len() + 1,
+        }
     }
 }
 
@@ -53,6 +81,7 @@ impl Handshake {
 pub struct HostMetrics {
     host: String,
     handshakes: [[OnceLock<Counter>; SUITE_SLOTS]; 2],
+    groups: [OnceLock<Counter>; GROUPS.len() + 2],
     durations: [[OnceLock<Histogram>; 2]; 2],
     connections: OnceLock<Counter>,
     closed: [OnceLock<Counter>; Outcome::ALL.len()],
@@ -66,6 +95,7 @@ impl HostMetrics {
         Self {
             host: host.to_owned(),
             handshakes: Default::default(),
+            groups: Default::default(),
             durations: Default::default(),
             connections: OnceLock::new(),
             closed: Default::default(),
@@ -87,6 +117,9 @@ impl HostMetrics {
             })
         });
         counter.increment(1);
+        let group =
+            || counter!(HANDSHAKE_GROUPS, "host" => self.host.clone(), "group" => hs.group());
+        registered(&self.groups[hs.group_slot()], m, group).increment(1);
         let tls13 = usize::from(hs.version == "TLSv1.3");
         let histogram = self.durations[tls13][resumed].get_or_init(|| {
             m.with(|| {

@@ -7,6 +7,8 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Completed handshakes `{host, version, cipher, resumed}`.
 pub const HANDSHAKES: &str = "tlsedge_handshakes_total";
+/// Completed handshakes by key exchange group `{host, group}` (`none`: resumed without one).
+pub const HANDSHAKE_GROUPS: &str = "tlsedge_handshake_key_exchanges_total";
 /// Handshake duration from accept to completion `{host, version, resumed}`.
 pub const HANDSHAKE_DURATION: &str = "tlsedge_handshake_duration_seconds";
 /// Failed handshakes `{reason}`.
@@ -77,6 +79,10 @@ pub const ACCEPT_ERRORS: &str = "tlsedge_accept_errors_total";
 /// Registers descriptions (HELP lines) for every metric.
 pub(crate) fn describe_all() {
     describe_counter!(HANDSHAKES, "Completed TLS handshakes.");
+    describe_counter!(
+        HANDSHAKE_GROUPS,
+        "Completed TLS handshakes by key exchange group (X25519MLKEM768 is post-quantum hybrid)."
+    );
     describe_histogram!(
         HANDSHAKE_DURATION,
         Unit::Seconds,

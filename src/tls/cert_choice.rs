@@ -1,6 +1,10 @@
 //! Per-host certificate choice: among a host's certificates (ECDSA first), serve the first one
 //! whose key can sign with a scheme the client offered. Modern clients get ECDSA; clients that
 //! only speak RSA signatures get the RSA certificate.
+//!
+//! A client none of them fits still gets the first one, so that rustls refuses the hello with
+//! `handshake_failure` (no suite or signature scheme in common), which scanners and clients read
+//! as "incompatible", rather than `access_denied` for a resolver that found nothing.
 
 use std::sync::Arc;
 
@@ -26,6 +30,7 @@ impl ResolvesServerCert for CertChoice {
         self.certs
             .iter()
             .find(|c| c.key.choose_scheme(schemes).is_some())
+            .or_else(|| self.certs.first())
             .cloned()
     }
 }

@@ -8,6 +8,7 @@
 pub mod cert_choice;
 pub mod certs;
 pub mod names;
+pub mod policy;
 pub mod tickets;
 
 use std::path::Path;
@@ -17,7 +18,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{
     NoServerSessionStorage, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier,
 };
-use rustls::{ServerConfig, sign::CertifiedKey, version};
+use rustls::{ServerConfig, sign::CertifiedKey};
 
 use crate::config::HostConfig;
 use crate::config::model::ClientAuthMode;
@@ -73,13 +74,9 @@ impl TlsShared {
         host: &HostConfig,
         certs: Vec<Arc<CertifiedKey>>,
     ) -> Result<Arc<ServerConfig>, BuildError> {
-        let versions: &[&rustls::SupportedProtocolVersion] = if host.allow_tls12 {
-            &[&version::TLS13, &version::TLS12]
-        } else {
-            &[&version::TLS13]
-        };
-        let builder = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
-            .with_protocol_versions(versions)?;
+        let provider = Arc::new(host.tls.provider(&self.provider));
+        let builder = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(host.tls.versions())?;
         let builder = match &host.client_auth {
             None => builder.with_no_client_auth(),
             Some(auth) => {
@@ -95,6 +92,8 @@ impl TlsShared {
             }
         };
         let mut config = builder.with_cert_resolver(Arc::new(CertChoice::new(certs)));
+        // Suites in the policy's order, not the client's: see `policy`.
+        config.ignore_client_order = true;
         config.alpn_protocols.clone_from(&host.alpn);
         if host.resumption {
             // Hosts with client auth keep no TLS 1.2 session-ID entries in the shared cache;

@@ -428,6 +428,10 @@ pub struct ClientOpts {
     pub no_sni: bool,
     /// Record every stapled OCSP response the server sends here.
     pub ocsp_log: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
+    /// Offer only these cipher suites, in this order (default: the provider's).
+    pub suites: Option<Vec<rustls::SupportedCipherSuite>>,
+    /// Offer only these key exchange groups, in this order (default: the provider's).
+    pub groups: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
 }
 
 impl ClientOpts {
@@ -452,7 +456,16 @@ impl ClientOpts {
             rsa_only: self.rsa_only,
             ocsp_log: self.ocsp_log.clone(),
         });
-        let builder = ClientConfig::builder_with_protocol_versions(versions)
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        if let Some(suites) = &self.suites {
+            provider.cipher_suites.clone_from(suites);
+        }
+        if let Some(groups) = &self.groups {
+            provider.kx_groups.clone_from(groups);
+        }
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .expect("client versions")
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let mut config = match &self.identity {
@@ -590,6 +603,10 @@ pub struct Reply {
     pub alpn: Option<String>,
     /// The negotiated version.
     pub version: Option<rustls::ProtocolVersion>,
+    /// The negotiated cipher suite.
+    pub suite: Option<rustls::CipherSuite>,
+    /// The negotiated key exchange group.
+    pub group: Option<rustls::NamedGroup>,
 }
 
 /// Connects, reads the backend's name line, and closes.
@@ -631,6 +648,8 @@ pub async fn read_reply(tls: &mut TlsStream<TcpStream>) -> std::io::Result<Reply
             .alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).into_owned()),
         version: conn.protocol_version(),
+        suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
+        group: conn.negotiated_key_exchange_group().map(|g| g.name()),
     })
 }
 

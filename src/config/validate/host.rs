@@ -57,17 +57,7 @@ impl Validator<'_> {
             RawCerts::Acme => self.acme_certs(i, &at, acme, &names),
         };
         let backends = self.backends(&format!("{at}: backends"), &raw.backends);
-        let allow_tls12 = match raw.min_tls.as_str() {
-            "1.2" => true,
-            "1.3" => false,
-            other => {
-                let issue = Issue::BadTlsVersion {
-                    value: other.to_owned(),
-                };
-                self.error(format!("{at}: min_tls"), issue);
-                true
-            }
-        };
+        let tls = self.tls_policy(&at, raw);
         let mut alpn = Vec::new();
         for (a, proto) in raw.alpn.iter().enumerate() {
             if proto.is_empty() || proto.len() > 255 {
@@ -102,7 +92,7 @@ impl Validator<'_> {
             backends,
             balance: policy(raw.balance),
             alpn,
-            allow_tls12,
+            tls,
             client_auth,
             proxy_protocol: raw.proxy_protocol,
             resumption: raw.resumption,

@@ -258,31 +258,8 @@ fn parse_status_range(text: &str) -> Option<RangeInclusive<u16>> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::time::SystemTime;
-
     use super::parse_status_range;
-    use crate::config::load;
-    use crate::config::problem::Scope;
-    use crate::config::validate::validate;
-
-    const FILE: &str = "/nonexistent/tlsedge.yaml";
-
-    /// The config-level problems of one host `a.test` with `lines` (indented four spaces) and
-    /// top-level `top`, as `place: message`.
-    fn problems(top: &str, lines: &str) -> Vec<String> {
-        let text = format!(
-            "listeners: [\"127.0.0.1:443\"]\n{top}hosts:\n  - names: [a.test]\n    certs: [{{ cert: a.pem, key: a.key }}]\n    backends: [{{ address: \"127.0.0.1:8080\" }}]\n{lines}"
-        );
-        let raw = load::parse(&text, Path::new(FILE)).expect("parses");
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let (_, found) = validate(&raw, Path::new(FILE), &provider, SystemTime::now());
-        found
-            .into_iter()
-            .filter(|p| p.scope == Scope::Config)
-            .map(|p| format!("{}: {}", p.place, p.issue))
-            .collect()
-    }
+    use crate::config::validate::tests::host_problems as problems;
 
     #[test]
     fn http_settings_are_checked_and_named() {

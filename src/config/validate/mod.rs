@@ -19,6 +19,7 @@ use super::model::{ClientAuthMode, ProxyProtocol, RawCerts, RawConfig};
 use super::problem::{Issue, Problem, Scope, Severity};
 use crate::tls::certs::LoadedCert;
 use crate::tls::names::{HostName, NameIndex};
+use crate::tls::policy::TlsPolicy;
 use bounds::{DAY, WEEK, Zero};
 
 use crate::upstream::{BackendAddr, Policy};
@@ -84,8 +85,8 @@ pub struct HostConfig {
     pub balance: Policy,
     /// ALPN protocols in preference order.
     pub alpn: Vec<Vec<u8>>,
-    /// Whether TLS 1.2 is accepted (otherwise 1.3 only).
-    pub allow_tls12: bool,
+    /// Versions, suites and key exchange groups.
+    pub tls: TlsPolicy,
     /// Client certificate verification.
     pub client_auth: Option<ClientAuth>,
     /// PROXY protocol to send to backends.
@@ -371,3 +372,4 @@ mod http;
 mod start;
 #[cfg(test)]
 mod tests;
+mod tls;

@@ -38,6 +38,22 @@ fn check(body: &str) -> (Config, Vec<(String, Issue)>) {
     (config, problems)
 }
 
+/// The config-level problems of one host `a.test` with `lines` (indented four spaces) and
+/// top-level `top`, as `place: message`.
+pub(super) fn host_problems(top: &str, lines: &str) -> Vec<String> {
+    let text = format!(
+        "listeners: [\"127.0.0.1:443\"]\n{top}hosts:\n  - names: [a.test]\n    certs: [{{ cert: a.pem, key: a.key }}]\n    backends: [{{ address: \"127.0.0.1:8080\" }}]\n{lines}"
+    );
+    let raw = load::parse(&text, Path::new(FILE)).expect("parses");
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let (_, found) = validate(&raw, Path::new(FILE), &provider, SystemTime::now());
+    found
+        .into_iter()
+        .filter(|p| p.scope == Scope::Config)
+        .map(|p| format!("{}: {}", p.place, p.issue))
+        .collect()
+}
+
 fn places(body: &str) -> Vec<String> {
     check(body).1.into_iter().map(|(place, _)| place).collect()
 }
@@ -325,4 +341,69 @@ fn start_time_changes_are_named_by_their_field() {
          sessions: { ticket_key_file: keys }",
     );
     assert_eq!(reloadable.start, running.start);
+}
+
+#[test]
+fn tls_policy_names_each_bad_field() {
+    let at = "hosts[0] (a.test)";
+    for ok in [
+        "    tls_profile: modern\n",
+        "    tls_profile: intermediate\n    min_tls: \"1.3\"\n",
+        "    cipher_suites: [TLS_CHACHA20_POLY1305_SHA256, tls_ecdhe_rsa_with_aes_128_gcm_sha256]\n",
+        "    kx_groups: [X25519MLKEM768, P-256]\n",
+    ] {
+        assert_eq!(host_problems("", ok), Vec::<String>::new(), "{ok}");
+    }
+    let found = host_problems("", "    tls_profile: modern\n    min_tls: \"1.2\"\n");
+    assert_eq!(
+        found,
+        [format!("{at}: min_tls: tls_profile modern is TLS 1.3 only")]
+    );
+    let found = host_problems(
+        "",
+        "    tls_profile: modern\n    cipher_suites: [TLS_AES_128_GCM_SHA256, TLS_RSA_WITH_RC4_128_SHA, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256]\n",
+    );
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found[0].starts_with(&format!(
+            "{at}: cipher_suites[1]: unknown cipher suite \"TLS_RSA_WITH_RC4_128_SHA\" (known: TLS_AES_256_GCM_SHA384,"
+        )),
+        "{found:?}"
+    );
+    assert_eq!(
+        found[1],
+        format!(
+            "{at}: cipher_suites[2]: a TLS 1.2 suite on a TLS 1.3 only host (tls_profile modern or min_tls \"1.3\")"
+        )
+    );
+    assert_eq!(
+        found[2],
+        format!("{at}: cipher_suites[3]: TLS_AES_128_GCM_SHA256 is listed twice")
+    );
+    let found = host_problems("", "    cipher_suites: [TLS_AES_128_GCM_SHA256]\n");
+    assert_eq!(
+        found,
+        [format!(
+            "{at}: cipher_suites: lists no TLS 1.2 suite while TLS 1.2 is enabled (add one, or set min_tls: \"1.3\")"
+        )]
+    );
+    let found = host_problems("", "    kx_groups: [X25519MLKEM768, ffdhe2048]\n");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with(&format!(
+        "{at}: kx_groups[1]: unknown key exchange group \"ffdhe2048\" (known: "
+    )));
+    assert_eq!(
+        found[1],
+        format!(
+            "{at}: kx_groups: lists no group usable with TLS 1.2 (X25519MLKEM768 is TLS 1.3 only)"
+        )
+    );
+    let found = host_problems("", "    kx_groups: []\n");
+    assert_eq!(found, [format!("{at}: kx_groups: must not be empty")]);
+    let text = yaml("").replace("    backends:", "    tls_profile: old\n    backends:");
+    let err = load::parse(&text, Path::new(FILE)).unwrap_err().to_string();
+    assert!(
+        err.contains("tls_profile") && err.contains("modern"),
+        "{err}"
+    );
 }
