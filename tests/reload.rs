@@ -733,3 +733,48 @@ async fn a_broken_client_ca_keeps_mutual_tls_on() {
         .await
         .expect("a verified client still gets through");
 }
+
+/// A file written continuously beside the config (`tlsedge run > tlsedge.log` in the config's
+/// directory) is not one tlsedge reads: its events must not hold rotations back until
+/// `max_delay`. With a 5 s `max_delay`, each swap must still be served within [`ROTATION`].
+#[tokio::test]
+async fn a_log_file_written_beside_the_config_does_not_delay_rotations() {
+    let reload = "reload: { debounce: 200ms, max_delay: 5s, recheck_every: 60s }\n";
+    let mut k = k8s_host(reload, "").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = k.site.path("tlsedge.log");
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&log).unwrap();
+            // Bounded: at most 60 s of lines, one every 20 ms.
+            for n in 0..3000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                writeln!(file, "log line {n}").unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut took_all = Vec::new();
+    for _ in 0..5 {
+        let new = issue(&k.site, &["app.test"]);
+        k.secret.swap(&new);
+        took_all.push(wait_serial(k.lb.addr, "app.test", &k.client, &new.serial, ROTATION).await);
+    }
+    // The config file itself, rewritten in place beside the log, is still noticed.
+    let generation = k.lb.generation();
+    let config = std::fs::read_to_string(k.site.path("tlsedge.yaml")).unwrap();
+    std::fs::write(k.site.path("tlsedge.yaml"), format!("{config}\n# edited\n")).unwrap();
+    let started = Instant::now();
+    while k.lb.generation() == generation {
+        assert!(started.elapsed() < ROTATION, "config edit not reloaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    took_all.push(started.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    eprintln!("picked up after {took_all:?} with a log written beside the config");
+}

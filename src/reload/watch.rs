@@ -4,11 +4,15 @@
 //! It watches the parent directories of the config file and of every file the config names,
 //! never the files themselves: editors replace a file by rename, and Kubernetes updates a
 //! mounted Secret by swapping a `..data` symlink, so the changed path never gets an event of its
-//! own. Every event in a watched directory except a pure read counts as "maybe changed"; the
-//! reload's content hash tells a real change from noise. Events are debounced on the trailing
-//! edge (a quiet period), capped so a stream of writes cannot postpone the reload forever.
+//! own. An event counts as "maybe changed" when it names a path a referenced file resolves
+//! through: the file itself, any of its directories, and every link of its symlink chain (such as
+//! `..data` and its timestamped target, or certbot's `archive/` file). Events on other files in
+//! those directories (a log file beside the config, an editor's swap file) are ignored, so they
+//! never delay a reload. The reload's content hash tells a real change from noise. Events are
+//! debounced on the trailing edge (a quiet period), capped so a stream of writes cannot postpone
+//! the reload forever.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,11 +32,15 @@ const RETRIES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(2)];
 /// How often in-memory ticket keys are checked for rotation.
 const TICKET_CHECK: Duration = Duration::from_secs(60);
 
+/// How many symlinks one path may pass through before its chain is cut (as the kernel's
+/// `ELOOP` limit).
+const MAX_LINKS: usize = 40;
+
 /// Something asked for a reload.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Signal {
-    /// A file event (or a watcher error: something may have been missed).
-    Event,
+    /// A file event on these paths (none: a watcher error, something may have been missed).
+    Event(Vec<PathBuf>),
     /// SIGHUP or an API call: reload now.
     Now,
 }
@@ -90,7 +98,8 @@ pub async fn run(
             signal = rx.recv() => match signal {
                 None => return,
                 Some(Signal::Now) => true,
-                Some(Signal::Event) => {
+                Some(Signal::Event(paths)) if !dirs.concerns(&paths) => false,
+                Some(Signal::Event(_)) => {
                     let now = Instant::now();
                     let first = burst.map_or(now, |(first, _)| first);
                     let at = (now + settings.debounce).min(first + settings.max_delay);
@@ -136,11 +145,12 @@ fn rotate_tickets(reloader: &Reloader) {
 }
 
 /// The set of watched directories, each remembered with its inode so a directory deleted and
-/// recreated is watched again.
+/// recreated is watched again, and the paths whose events matter.
 #[derive(Debug)]
 struct WatchedDirs {
     watcher: Option<RecommendedWatcher>,
     watched: HashMap<PathBuf, (u64, u64)>,
+    relevant: HashSet<PathBuf>,
 }
 
 impl WatchedDirs {
@@ -157,7 +167,8 @@ impl WatchedDirs {
                     Ok(event) if is_read_only(&event.kind) => return,
                     Ok(_) => {}
                 }
-                let _ = tx.send(Signal::Event);
+                let paths = event.map(|e| e.paths).unwrap_or_default();
+                let _ = tx.send(Signal::Event(paths));
             })
         });
         let watcher = match watcher {
@@ -171,7 +182,14 @@ impl WatchedDirs {
         Self {
             watcher,
             watched: HashMap::new(),
+            relevant: HashSet::new(),
         }
+    }
+
+    /// Whether an event on `paths` may change what the referenced files read as. An event
+    /// without paths (a watcher error) always may.
+    fn concerns(&self, paths: &[PathBuf]) -> bool {
+        paths.is_empty() || paths.iter().any(|p| self.relevant.contains(p))
     }
 
     /// Watches the directories holding `files` (or, for a missing directory, its nearest
@@ -180,6 +198,7 @@ impl WatchedDirs {
         let Some(watcher) = self.watcher.as_mut() else {
             return;
         };
+        self.relevant = files.iter().flat_map(|f| resolution_chain(f)).collect();
         let mut wanted: HashMap<PathBuf, (u64, u64)> = HashMap::new();
         for file in files {
             if let Some(dir) = existing_dir(file) {
@@ -227,4 +246,110 @@ fn existing_dir(file: &Path) -> Option<PathBuf> {
         .skip(1)
         .find(|dir| dir.is_dir())
         .map(Path::to_path_buf)
+}
+
+/// Every path that resolving `file` goes through: the path as written and each of its
+/// ancestors, then, component by component, each symlink met and where it points (relative
+/// targets taken from the link's directory), up to [`MAX_LINKS`] links. Missing components are
+/// included, so creating a referenced file's missing directory is noticed.
+fn resolution_chain(file: &Path) -> Vec<PathBuf> {
+    let Ok(written) = std::path::absolute(file) else {
+        return Vec::new();
+    };
+    let mut chain: Vec<PathBuf> = written.ancestors().map(Path::to_path_buf).collect();
+    // `pending` holds the components still to walk, last one first.
+    let mut pending: Vec<std::ffi::OsString> = written
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut at = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        let next = at.join(&part);
+        match std::fs::read_link(&next) {
+            Ok(target) if links < MAX_LINKS => {
+                links += 1;
+                chain.push(next);
+                // Walk the target next: absolute from the root, relative from the link's dir.
+                if target.is_absolute() {
+                    at = PathBuf::new();
+                }
+                pending.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+            }
+            _ => {
+                at = normalized(&next);
+                chain.push(at.clone());
+            }
+        }
+    }
+    chain
+}
+
+/// `path` with `.` and `..` components folded lexically (as the kernel resolves a symlink's
+/// relative target once the link itself is resolved).
+fn normalized(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::resolution_chain;
+
+    #[test]
+    fn the_chain_follows_kubernetes_and_certbot_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        // Kubernetes: tls.crt -> ..data/tls.crt, ..data -> ..2026_12_02_01
+        std::fs::create_dir(root.join("..2026_12_02_01")).unwrap();
+        std::fs::write(root.join("..2026_12_02_01/tls.crt"), "x").unwrap();
+        symlink("..2026_12_02_01", root.join("..data")).unwrap();
+        symlink("..data/tls.crt", root.join("tls.crt")).unwrap();
+        let chain = resolution_chain(&root.join("tls.crt"));
+        for want in [
+            "tls.crt",
+            "..data",
+            "..2026_12_02_01",
+            "..2026_12_02_01/tls.crt",
+        ] {
+            assert!(chain.contains(&root.join(want)), "{want} in {chain:?}");
+        }
+        assert!(chain.contains(&root), "the directory itself");
+        assert!(!chain.contains(&root.join("tlsedge.log")));
+        // certbot: live/a/fullchain.pem -> ../../archive/a/fullchain1.pem
+        std::fs::create_dir_all(root.join("live/a")).unwrap();
+        std::fs::create_dir_all(root.join("archive/a")).unwrap();
+        std::fs::write(root.join("archive/a/fullchain1.pem"), "x").unwrap();
+        symlink(
+            "../../archive/a/fullchain1.pem",
+            root.join("live/a/fullchain.pem"),
+        )
+        .unwrap();
+        let chain = resolution_chain(&root.join("live/a/fullchain.pem"));
+        assert!(chain.contains(&root.join("live/a/fullchain.pem")));
+        assert!(
+            chain.contains(&root.join("archive/a/fullchain1.pem")),
+            "{chain:?}"
+        );
+        // A missing directory of a referenced file is in the chain.
+        let chain = resolution_chain(&root.join("new/b.pem"));
+        assert!(chain.contains(&root.join("new")));
+        // A symlink loop ends.
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        assert!(!resolution_chain(&root.join("loop1")).is_empty());
+    }
 }
