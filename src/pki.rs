@@ -46,7 +46,8 @@ pub struct IssueOptions<'a> {
     pub names: &'a [&'a str],
     /// Key algorithm.
     pub key: KeyKind,
-    /// Validity as (not_before, not_after) Unix seconds; `None` = from yesterday, for a year.
+    /// Validity as (not_before, not_after) Unix seconds; `None` = from yesterday, for 90 days
+    /// (as Let's Encrypt issues them).
     pub validity: Option<(i64, i64)>,
     /// A client certificate (clientAuth EKU) instead of a server one.
     pub client: bool,
@@ -88,7 +89,7 @@ impl Ca {
         self.issuer.der().to_vec()
     }
 
-    /// Issues a server certificate for `names`, valid for a year.
+    /// Issues a server certificate for `names`, valid for 90 days.
     pub fn issue(&self, names: &[&str], key: KeyKind) -> Result<Issued, PkiError> {
         self.issue_with(&IssueOptions {
             names,
@@ -110,9 +111,12 @@ impl Ca {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let (from, until) = opts.validity.unwrap_or((now - 86_400, now + 365 * 86_400));
+        let (from, until) = opts.validity.unwrap_or((now - 86_400, now + 89 * 86_400));
         params.not_before = time_from_unix(from)?;
         params.not_after = time_from_unix(until)?;
+        // As public CAs issue them: scanners (sslyze) refuse a chain without the key identifier.
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![if opts.client {
             ExtendedKeyUsagePurpose::ClientAuth
         } else {
