@@ -67,6 +67,7 @@ impl Server {
     /// snapshot and binds every listener. Port 0 binds an ephemeral port (see
     /// [`tls_addrs`](Self::tls_addrs)).
     pub async fn bind(config_path: impl AsRef<Path>) -> Result<Self, StartError> {
+        crate::metrics::panics::install();
         let config_path = config_path.as_ref().to_owned();
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let loaded = config::load(&config_path, &provider)?.strict()?;

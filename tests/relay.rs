@@ -118,6 +118,59 @@ async fn idle_connections_are_closed() {
     .await;
 }
 
+/// A client that has finished sending, with a backend that keeps its side open and says
+/// nothing, holds the pair only for `timeouts.half_closed` (not the 5 min idle timeout).
+#[tokio::test]
+async fn a_half_closed_connection_is_closed_at_the_half_closed_timeout() {
+    let site = Site::new();
+    // A backend that accepts, reads everything, and never answers nor closes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn(async move {
+        let (mut sock, _) = silent.accept().await.unwrap();
+        let mut got = Vec::new();
+        sock.read_to_end(&mut got).await.unwrap();
+        let _ = eof_tx.send(got);
+        // Keep the socket open until the proxy closes it.
+        let mut more = [0_u8; 1];
+        let _ = sock.read(&mut more).await;
+        sock
+    });
+    ecdsa(&site, "relay", &["relay.test"]);
+    let body = format!(
+        "timeouts: {{ half_closed: 500ms }}\nhosts:\n{}",
+        host(&["relay.test"], &["relay"], &[silent_addr], "")
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let client = ClientOpts::default().build(&site.ca);
+    let mut tls = connect(lb.addr, "relay.test", &client).await.unwrap();
+    tls.write_all(b"request").await.unwrap();
+    tls.shutdown().await.unwrap();
+    let got = tokio::time::timeout(common::PATIENCE, eof_rx)
+        .await
+        .expect("the backend saw the client's EOF")
+        .unwrap();
+    assert_eq!(got, b"request");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(common::PATIENCE, tls.read_to_end(&mut rest))
+        .await
+        .expect("closed by the half-closed timeout");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    lb.wait_metric(
+        "tlsedge_connections_closed_total",
+        &[("outcome", "half_closed_timeout")],
+        1.0,
+    )
+    .await;
+    tokio::time::timeout(common::PATIENCE, holder)
+        .await
+        .expect("the backend side was closed too")
+        .unwrap();
+}
+
 /// Expects the server to close `stream` (EOF or reset) within `limit`.
 async fn closed_within(stream: &mut TcpStream, limit: Duration) {
     let mut buf = [0_u8; 1024];

@@ -592,3 +592,31 @@ async fn a_name_moved_to_another_host_by_a_reload_does_not_resume_there() {
         );
     }
 }
+
+/// A rotation period below the old fixed one-minute check is honoured: with
+/// `ticket_rotate_every: 2s`, the encrypting key is replaced within 2.2 s of its creation (the
+/// check runs every second at this period).
+#[tokio::test]
+async fn a_short_ticket_rotation_period_is_honoured() {
+    let site = Site::new();
+    let app = Backend::start("app").await;
+    ecdsa(&site, "app", &["app.test"]);
+    let body = format!(
+        "sessions: {{ ticket_rotate_every: 2s, ticket_lifetime: 10m }}\nhosts:\n{}",
+        host(&["app.test"], &["app"], &[app.addr], "")
+    );
+    let lb = Lb::start(&site.config(&body)).await;
+    let started = tokio::time::Instant::now();
+    // Bounded: three rotations take about 6 s; 10 s is the limit.
+    loop {
+        let keys = lb.metrics().await.value("tlsedge_ticket_keys_loaded", &[]);
+        if keys >= 4.0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{keys} keys");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    eprintln!("three rotations after {took:?}");
+    assert!(took < Duration::from_millis(3 * 2_200), "{took:?}");
+}

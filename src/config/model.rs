@@ -152,6 +152,10 @@ pub struct RawTimeouts {
     /// How long a backend that refused a connection is skipped.
     #[serde(with = "humantime_serde")]
     pub backend_cooldown: Duration,
+    /// Once one side of a relayed connection has closed its half, how long the other may stay
+    /// silent before the connection is closed (HAProxy's `client-fin`/`server-fin`).
+    #[serde(with = "humantime_serde")]
+    pub half_closed: Duration,
 }
 
 impl Default for RawTimeouts {
@@ -162,6 +166,7 @@ impl Default for RawTimeouts {
             idle: Duration::from_secs(300),
             drain: Duration::from_secs(30),
             backend_cooldown: Duration::from_secs(10),
+            half_closed: Duration::from_secs(5),
         }
     }
 }

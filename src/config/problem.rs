@@ -141,6 +141,20 @@ pub enum Issue {
         /// What was written.
         value: String,
     },
+    /// In-memory ticket keys would pile up: one per rotation is kept for a ticket lifetime.
+    #[error(
+        "rotating every {rotate:?} keeps {keys} keys alive for a ticket lifetime of {lifetime:?} (at most {max}): rotate less often or shorten sessions.ticket_lifetime"
+    )]
+    TicketKeysPileUp {
+        /// The rotation period.
+        rotate: Duration,
+        /// The ticket lifetime.
+        lifetime: Duration,
+        /// Keys that would be alive at once.
+        keys: u64,
+        /// The most accepted.
+        max: u64,
+    },
     /// A number that must be positive is zero.
     #[error("must be greater than zero")]
     Zero,

@@ -179,7 +179,7 @@ async fn a_handshake_reaches_the_mode_and_a_missing_backend_closes_cleanly() {
     task.await.unwrap();
     let closed = "tlsedge_connections_closed_total{host=\"app.test\",outcome=\"no_backend\"}";
     assert_eq!(fx.metric(closed), 1.0);
-    let handshakes = "tlsedge_handshakes_total{host=\"app.test\",version=\"TLSv1.3\",cipher=\"TLS13_AES_256_GCM_SHA384\",resumed=\"false\"}";
+    let handshakes = "tlsedge_handshakes_total{host=\"app.test\",version=\"TLSv1.3\",cipher=\"TLS13_AES_128_GCM_SHA256\",resumed=\"false\"}";
     assert_eq!(fx.metric(handshakes), 1.0);
     assert_eq!(fx.metric("tlsedge_connections_active"), 0.0);
 }

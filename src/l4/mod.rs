@@ -71,9 +71,12 @@ where
     {
         return close_client(&mut tls, Outcome::BackendError, Some(e)).await;
     }
-    let idle = snapshot.timeouts.idle;
+    let quiet = relay::Quiet {
+        idle: snapshot.timeouts.idle,
+        half_closed: snapshot.timeouts.half_closed,
+    };
     let relayed = match &host.upstream_tls {
-        None => relay::relay(&mut *tls, &mut upstream, idle, abort).await,
+        None => relay::relay(&mut *tls, &mut upstream, quiet, abort).await,
         Some(upstream_tls) => {
             let backend = &host.pool.backends()[index].addr;
             let secured = timeout(
@@ -83,7 +86,7 @@ where
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
             match secured {
-                Ok(mut secure) => relay::relay(&mut *tls, &mut *secure, idle, abort).await,
+                Ok(mut secure) => relay::relay(&mut *tls, &mut *secure, quiet, abort).await,
                 Err(e) => {
                     let label = &host.backend_labels[index];
                     events::backend_tls_failed(&rt.metrics, &host.label, label, &e);
@@ -109,6 +112,7 @@ fn relay_end(relayed: RelayOutcome) -> Closed {
     let (outcome, error) = match relayed.end {
         RelayEnd::Done => (Outcome::Ok, None),
         RelayEnd::IdleTimeout => (Outcome::IdleTimeout, None),
+        RelayEnd::HalfClosedTimeout => (Outcome::HalfClosedTimeout, None),
         RelayEnd::Aborted => (Outcome::DrainTimeout, None),
         RelayEnd::Client(e) => (Outcome::ClientError, Some(e)),
         RelayEnd::Backend(e) => (Outcome::BackendError, Some(e)),

@@ -10,7 +10,10 @@
 //!
 //! Half-close is propagated both ways (client EOF → backend `shutdown(Write)`, backend EOF →
 //! TLS close_notify + FIN). The relay ends when both directions are done, on an error, or when
-//! no byte moved either way for the idle timeout, or at the server's drain deadline.
+//! no byte moved either way for the idle timeout — or, once one side has finished sending, for
+//! the (shorter) half-closed timeout: a peer that closed and a peer that never answers must not
+//! hold two sockets and a connection slot for the whole idle timeout — or at the server's drain
+//! deadline.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -53,6 +56,8 @@ pub enum RelayEnd {
     Done,
     /// No traffic for the idle timeout.
     IdleTimeout,
+    /// One side had finished, and the other sent nothing for the half-closed timeout.
+    HalfClosedTimeout,
     /// Reading from or writing to the client failed.
     Client(io::Error),
     /// Reading from or writing to the backend failed.
@@ -133,7 +138,17 @@ where
     }
 }
 
-/// Relays until both directions are closed, an error, `idle` without traffic, or `abort`.
+/// How long a relayed connection may go without traffic.
+#[derive(Debug, Clone, Copy)]
+pub struct Quiet {
+    /// While both sides are open.
+    pub idle: Duration,
+    /// Once either side has finished sending.
+    pub half_closed: Duration,
+}
+
+/// Relays until both directions are closed, an error, too long without traffic (`quiet`), or
+/// `abort`.
 ///
 /// `abort` is checked each time the relay is polled, not waited on: the caller must be woken
 /// when it is cancelled (the connection task selects on it), which spares every wake-up of
@@ -141,7 +156,7 @@ where
 pub async fn relay<C, B>(
     client: &mut C,
     backend: &mut B,
-    idle: Duration,
+    quiet: Quiet,
     abort: &CancellationToken,
 ) -> RelayOutcome
 where
@@ -152,8 +167,9 @@ where
         up: Upstream::default(),
         down: Downstream::default(),
         last_activity: Instant::now(),
-        idle,
-        timer: Box::pin(sleep(idle)),
+        quiet,
+        half_closed: false,
+        timer: Box::pin(sleep(quiet.idle)),
     };
     let end = poll_fn(|cx| {
         if abort.is_cancelled() {
@@ -194,7 +210,9 @@ struct Relay {
     up: Upstream,
     down: Downstream,
     last_activity: Instant,
-    idle: Duration,
+    quiet: Quiet,
+    /// Whether either side has finished (the half-closed timeout applies).
+    half_closed: bool,
     timer: Pin<Box<Sleep>>,
 }
 
@@ -222,11 +240,37 @@ impl Relay {
         if progress {
             self.last_activity = Instant::now();
         }
-        // The timer is only re-armed when it fires early, not on every byte moved.
+        if !self.half_closed && (self.up.eof || self.down.eof) {
+            // The end of stream counts as traffic; the timer was set for the idle limit and
+            // the half-closed one is shorter.
+            self.half_closed = true;
+            self.last_activity = Instant::now();
+            let deadline = self.last_activity + self.limit();
+            self.timer.as_mut().reset(deadline);
+        }
+        self.poll_timer(cx)
+    }
+
+    /// How long the relay may go without traffic in its present state.
+    fn limit(&self) -> Duration {
+        if self.half_closed {
+            self.quiet.half_closed.min(self.quiet.idle)
+        } else {
+            self.quiet.idle
+        }
+    }
+
+    /// Ends the relay once its limit has passed without traffic. The timer is only re-armed
+    /// when it fires early, not on every byte moved.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<RelayEnd> {
         while self.timer.as_mut().poll(cx).is_ready() {
-            let deadline = self.last_activity + self.idle;
+            let deadline = self.last_activity + self.limit();
             if Instant::now() >= deadline {
-                return Poll::Ready(RelayEnd::IdleTimeout);
+                return Poll::Ready(if self.half_closed {
+                    RelayEnd::HalfClosedTimeout
+                } else {
+                    RelayEnd::IdleTimeout
+                });
             }
             self.timer.as_mut().reset(deadline);
         }
@@ -369,6 +413,44 @@ mod tests {
         }
     }
 
+    const QUIET: Quiet = Quiet {
+        idle: Duration::from_secs(60),
+        half_closed: Duration::from_secs(5),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_half_closed_connection_ends_at_the_half_closed_timeout() {
+        let (client_far, client_near) = tokio::io::duplex(1024);
+        let (backend_near, mut backend_far) = tokio::io::duplex(1024);
+        let mut client = BufReader::new(client_near);
+        let mut backend = backend_near;
+        let abort = CancellationToken::new();
+        let started = Instant::now();
+        let traffic = async {
+            let mut client_far = client_far;
+            client_far.write_all(b"request").await.unwrap();
+            sleep(Duration::from_secs(2)).await;
+            // The client is done sending; the backend keeps its side open and says nothing.
+            client_far.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            backend_far.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"request", "the client's EOF reached the backend");
+            (client_far, backend_far)
+        };
+        let (outcome, _ends) =
+            tokio::join!(relay(&mut client, &mut backend, QUIET, &abort), traffic);
+        assert!(
+            matches!(outcome.end, RelayEnd::HalfClosedTimeout),
+            "{:?}",
+            outcome.end
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(7),
+            "5 s after the last byte"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn idle_timeout_counts_from_the_last_byte_either_way() {
         let (client_far, client_near) = tokio::io::duplex(1024);
@@ -389,10 +471,8 @@ mod tests {
             assert_eq!(&got, b"ba");
             (client_far, backend_far)
         };
-        let (outcome, _ends) = tokio::join!(
-            relay(&mut client, &mut backend, Duration::from_secs(60), &abort),
-            traffic
-        );
+        let (outcome, _ends) =
+            tokio::join!(relay(&mut client, &mut backend, QUIET, &abort), traffic);
         assert!(
             matches!(outcome.end, RelayEnd::IdleTimeout),
             "{:?}",
@@ -425,7 +505,7 @@ mod tests {
         let relayed = async {
             tokio::select! {
                 biased;
-                outcome = relay(&mut client, &mut backend, Duration::from_secs(60), &abort) => outcome,
+                outcome = relay(&mut client, &mut backend, QUIET, &abort) => outcome,
                 () = abort.cancelled() => unreachable!("the relay is polled first"),
             }
         };

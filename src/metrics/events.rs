@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use super::names::{
     ACCEPT_ERRORS, BACKEND_CONNECT_ERRORS, BACKEND_STATE_CHANGES, BACKEND_TLS_ERRORS,
-    HANDSHAKE_FAILURES, HEALTH_CHECK_FAILURES, PROXY_PROTOCOL_ERRORS, RESOLVE_ERRORS,
+    HANDSHAKE_FAILURES, HEALTH_CHECK_FAILURES, LOCAL_ERRORS, PROXY_PROTOCOL_ERRORS, RESOLVE_ERRORS,
 };
 use super::{HandshakeFailure, Metrics, Outcome};
 use crate::conn::accept::{Negotiated, Refusal};
@@ -144,6 +144,12 @@ pub fn cut_at_drain_deadline(m: &Metrics) {
 pub fn backend_connect_failed(m: &Metrics, host: &str, backend: &str, error: &std::io::Error) {
     tracing::warn!(tls.host = host, backend.addr = backend, error = %error, "backend connect failed");
     count_backend(m, BACKEND_CONNECT_ERRORS, host, backend);
+}
+
+/// An operation failed for a local reason (`cause`, e.g. `emfile`): no backend is blamed.
+pub fn local_error(m: &Metrics, during: &'static str, cause: &'static str, error: &std::io::Error) {
+    tracing::warn!(during, cause, error = %error, "out of a local resource; no backend is blamed");
+    m.with(|| counter!(LOCAL_ERRORS, "during" => during, "cause" => cause).increment(1));
 }
 
 /// The TLS handshake with a backend failed (bad certificate, wrong name, not TLS, ...).

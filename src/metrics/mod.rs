@@ -13,6 +13,7 @@ pub mod events;
 pub mod host;
 pub mod http;
 pub mod names;
+pub mod panics;
 pub(crate) mod state;
 
 use std::sync::Arc;
@@ -84,6 +85,8 @@ pub enum Outcome {
     Ok,
     /// No byte either way for `timeouts.idle`.
     IdleTimeout,
+    /// One side had closed its half; the other sent nothing for `timeouts.half_closed`.
+    HalfClosedTimeout,
     /// Every backend was down or refused.
     NoBackend,
     /// Reading from or writing to the client failed.
@@ -101,9 +104,10 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in `as usize` order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Ok,
         Self::IdleTimeout,
+        Self::HalfClosedTimeout,
         Self::NoBackend,
         Self::ClientError,
         Self::BackendError,
@@ -117,6 +121,7 @@ impl Outcome {
         match self {
             Self::Ok => "ok",
             Self::IdleTimeout => "idle_timeout",
+            Self::HalfClosedTimeout => "half_closed_timeout",
             Self::NoBackend => "no_backend",
             Self::ClientError => "client_error",
             Self::BackendError => "backend_error",

@@ -39,6 +39,8 @@ pub const CERT_EXPIRY: &str = "tlsedge_certificate_expiry_timestamp_seconds";
 pub const CONFIG_RELOADS: &str = "tlsedge_config_reloads_total";
 /// Generation of the snapshot being served.
 pub const CONFIG_GENERATION: &str = "tlsedge_config_generation";
+/// Panics in any task since start (rendered from a process-wide count).
+pub const PANICS: &str = "tlsedge_panics_total";
 /// 1 while a host serves an older certificate than its files say `{host}`.
 pub const HOST_CERT_STALE: &str = "tlsedge_host_certificate_stale";
 /// Unix time of the last applied configuration load.
@@ -76,9 +78,17 @@ pub const ACME_CHALLENGES: &str = "tlsedge_acme_challenges_answered_total";
 /// Failed accept() calls.
 pub const ACCEPT_ERRORS: &str = "tlsedge_accept_errors_total";
 
+/// Operations that failed for a local reason `{during, cause}` (`during`: backend_connect,
+/// health_check; `cause`: emfile, enfile, enobufs, enomem, eaddrnotavail).
+pub const LOCAL_ERRORS: &str = "tlsedge_local_errors_total";
+
 /// Registers descriptions (HELP lines) for every metric.
 pub(crate) fn describe_all() {
     describe_counter!(HANDSHAKES, "Completed TLS handshakes.");
+    describe_counter!(
+        LOCAL_ERRORS,
+        "Operations that failed because this process or machine ran out of a resource (file descriptors, buffers, ports); backends are not blamed."
+    );
     describe_counter!(
         HANDSHAKE_GROUPS,
         "Completed TLS handshakes by key exchange group (X25519MLKEM768 is post-quantum hybrid)."
@@ -93,7 +103,7 @@ pub(crate) fn describe_all() {
     describe_counter!(CONNECTIONS, "Client connections proxied to a host.");
     describe_counter!(
         CONNECTIONS_CLOSED,
-        "Proxied connections by outcome (ok, idle_timeout, no_backend, client_error, backend_error, backend_tls_error, proxy_header_error, drain_timeout)."
+        "Proxied connections by outcome (ok, idle_timeout, half_closed_timeout, no_backend, client_error, backend_error, backend_tls_error, proxy_header_error, drain_timeout)."
     );
     describe_counter!(BACKEND_CONNECT_ERRORS, "Failed TCP connects to backends.");
     describe_counter!(

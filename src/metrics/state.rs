@@ -85,6 +85,11 @@ pub(crate) fn render(rt: &Runtime, out: &mut String) {
             reason.as_str()
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP {PANICS} Panics in any task since start (each is also an error log line).\n# TYPE {PANICS} counter"
+    );
+    let _ = writeln!(out, "{PANICS} {}", super::panics::count());
     header(
         out,
         CONFIG_GENERATION,

@@ -29,8 +29,6 @@ use crate::config::validate::Reload;
 /// After a failed or partial reload, check again this soon: a key often lands just after its
 /// certificate.
 const RETRIES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(2)];
-/// How often in-memory ticket keys are checked for rotation.
-const TICKET_CHECK: Duration = Duration::from_secs(60);
 
 /// How many symlinks one path may pass through before its chain is cut (as the kernel's
 /// `ELOOP` limit).
@@ -86,7 +84,7 @@ pub async fn run(
     let mut retries: Vec<Instant> = Vec::new();
     let mut recheck = tokio::time::interval(settings.recheck_every);
     recheck.reset();
-    let mut tickets = tokio::time::interval(TICKET_CHECK);
+    let mut tickets = tokio::time::interval(reloader.runtime().tls.tickets.check_every());
     loop {
         let due = burst
             .map(|(_, at)| at)

@@ -157,6 +157,12 @@ impl std::fmt::Debug for TicketKeys {
 }
 
 impl TicketKeys {
+    /// How often [`rotate_if_due`](Self::rotate_if_due) must be called for a rotation to be at
+    /// most a tenth of the period late (between 1 s and 1 min).
+    pub fn check_every(&self) -> Duration {
+        (self.rotate_every / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
     /// In-memory keys: one random key now, a new one every `rotate_every`; tickets valid for
     /// `lifetime`.
     pub fn in_memory(rotate_every: Duration, lifetime: Duration) -> Result<Self, TicketError> {
@@ -234,6 +240,7 @@ impl TicketKeys {
 
     /// In-memory mode: adds a new encryption key when the current one is older than
     /// `rotate_every`, and drops keys no ticket can still need. Returns whether it rotated.
+    /// Call it every [`check_every`](Self::check_every).
     pub fn rotate_if_due(&self, now: SystemTime) -> Result<bool, TicketError> {
         let current = self.set.load();
         if current.source.is_some() {

@@ -1,5 +1,9 @@
 //! Connecting to a backend: ask the pool, try the choice under the connect timeout, and on
 //! failure mark it down for its cooldown and try the next (a bounded number of times).
+//!
+//! A connect that fails for a local reason (out of file descriptors, socket buffers or local
+//! ports) says nothing about the backend: it is counted as a local error, the backend stays up,
+//! and no other backend is tried (it would fail the same way).
 
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
@@ -40,8 +44,10 @@ pub(crate) async fn connect(
         tried.push(index);
         let backend = &backends[index];
         let label = &*host.backend_labels[index];
-        if let Ok(stream) = connect_one(rt, snapshot, &host.label, backend, label).await {
-            return Ok((stream, index, backend.state.track()));
+        match connect_one(rt, snapshot, &host.label, backend, label).await {
+            Ok(stream) => return Ok((stream, index, backend.state.track())),
+            Err(e) if local_cause(&e).is_some() => break,
+            Err(_) => {}
         }
     }
     Err(BackendError::NoneAvailable)
@@ -79,6 +85,10 @@ pub(crate) async fn connect_one(
             }
             Ok(stream)
         }
+        Err(e) if let Some(cause) = local_cause(&e) => {
+            events::local_error(&rt.metrics, "backend_connect", cause, &e);
+            Err(e)
+        }
         Err(e) => {
             events::backend_connect_failed(&rt.metrics, host, label, &e);
             let cooldown_ms = snapshot.timeouts.backend_cooldown.as_millis() as u64;
@@ -88,6 +98,19 @@ pub(crate) async fn connect_one(
             Err(e)
         }
     }
+}
+
+/// The bounded name of a local cause of `error`, if it has one: this process or machine ran out
+/// of something, and the peer is not to blame.
+pub(crate) fn local_cause(error: &std::io::Error) -> Option<&'static str> {
+    Some(match error.raw_os_error()? {
+        libc::EMFILE => "emfile",
+        libc::ENFILE => "enfile",
+        libc::ENOBUFS => "enobufs",
+        libc::ENOMEM => "enomem",
+        libc::EADDRNOTAVAIL => "eaddrnotavail",
+        _ => return None,
+    })
 }
 
 /// Connects to the first of `addrs` that accepts (a DNS name may resolve to several; one
@@ -100,6 +123,8 @@ pub(crate) async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStre
     for &addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(stream) => return Ok(stream),
+            // Another address would fail the same way.
+            Err(e) if local_cause(&e).is_some() => return Err(e),
             Err(e) => last = e,
         }
     }

@@ -17,7 +17,7 @@ use tokio::time::{Instant, timeout};
 use std::net::SocketAddr;
 
 use super::addr::BackendAddr;
-use super::connect::connect_any;
+use super::connect::{connect_any, local_cause};
 use super::state::Transition;
 use crate::config::model::BackendProtocol;
 use crate::config::validate::HealthCheck;
@@ -77,6 +77,13 @@ async fn probe_host(rt: Arc<Runtime>, host: Arc<Host>) {
     }
     while let Some(Ok((index, result))) = probes.join_next().await {
         let (backend, label) = probed[index];
+        if let Err(e) = &result
+            && let Some(cause) = local_cause(e)
+        {
+            // Not the backend's fault: the probe did not happen.
+            events::local_error(&rt.metrics, "health_check", cause, e);
+            continue;
+        }
         let transition = backend
             .state
             .probed(result.is_ok(), settings.fall, settings.rise);

@@ -21,6 +21,9 @@ pub const MAX_BACKEND_ATTEMPTS: usize = 100;
 /// `sessions.cache_size`: rustls sizes the cache for this many entries at start (ten million
 /// would reserve about a gigabyte).
 pub const MAX_CACHE_SIZE: usize = 1_000_000;
+/// In-memory ticket keys alive at once (`ticket_lifetime / ticket_rotate_every + 1`): each
+/// is tried by name on every resumption, and kept for a ticket lifetime after it retires.
+pub const MAX_TICKET_KEYS: u64 = 1000;
 /// `health_check.fall` and `health_check.rise`.
 pub const MAX_HEALTH_COUNT: u32 = 100;
 

@@ -67,6 +67,8 @@ pub struct Timeouts {
     pub drain: Duration,
     /// How long a failed backend is skipped.
     pub backend_cooldown: Duration,
+    /// Silence allowed after one side has closed its half.
+    pub half_closed: Duration,
 }
 
 /// One validated host.
@@ -330,6 +332,7 @@ impl Validator<'_> {
                 Zero::Allowed,
                 DAY,
             ),
+            ("timeouts.half_closed", t.half_closed, Zero::Refused, WEEK),
         ] {
             self.duration(field, value, zero, max);
         }
@@ -339,6 +342,7 @@ impl Validator<'_> {
             idle: t.idle,
             drain: t.drain,
             backend_cooldown: t.backend_cooldown,
+            half_closed: t.half_closed,
         }
     }
 

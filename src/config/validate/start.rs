@@ -251,7 +251,18 @@ impl Validator<'_> {
             self.error("sessions.ticket_lifetime", Issue::TicketLifetime);
         }
         let rotate = s.ticket_rotate_every;
-        self.duration("sessions.ticket_rotate_every", rotate, Zero::Refused, WEEK);
+        if self.duration("sessions.ticket_rotate_every", rotate, Zero::Refused, WEEK) {
+            let keys = (s.ticket_lifetime.as_millis() / rotate.as_millis().max(1)) as u64 + 1;
+            if keys > bounds::MAX_TICKET_KEYS {
+                let issue = Issue::TicketKeysPileUp {
+                    rotate,
+                    lifetime: s.ticket_lifetime,
+                    keys,
+                    max: bounds::MAX_TICKET_KEYS,
+                };
+                self.error("sessions.ticket_rotate_every", issue);
+            }
+        }
         // Zero is accepted as before: the cache then holds a single entry.
         let max = bounds::MAX_CACHE_SIZE as u64;
         self.count(

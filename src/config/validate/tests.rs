@@ -66,7 +66,7 @@ fn secs(n: u64) -> Duration {
 fn defaults_and_the_largest_values_pass() {
     assert_eq!(places(""), Vec::<String>::new());
     let largest = "timeouts: { handshake: 1d, backend_connect: 1d, idle: 7d, drain: 1d, \
-                   backend_cooldown: 1d }\n\
+                   backend_cooldown: 1d, half_closed: 7d }\n\
                    limits: { max_connections: 1000000, backend_attempts: 100, \
                    per_client_ip: 1000000 }\n\
                    sessions: { cache_size: 1000000, ticket_rotate_every: 7d, \
@@ -91,7 +91,7 @@ fn a_huge_duration_is_too_large_not_a_panic() {
 #[test]
 fn every_number_and_duration_has_an_upper_bound() {
     let body = "timeouts: { handshake: 25h, backend_connect: 2d, idle: 8d, drain: 2d, \
-                backend_cooldown: 2d }\n\
+                backend_cooldown: 2d, half_closed: 8d }\n\
                 limits: { max_connections: 1000001, backend_attempts: 101, \
                 per_client_ip: 1000001 }\n\
                 sessions: { cache_size: 10000001, ticket_rotate_every: 8d }\n\
@@ -117,6 +117,7 @@ fn every_number_and_duration_has_an_upper_bound() {
             "timeouts.idle",
             "timeouts.drain",
             "timeouts.backend_cooldown",
+            "timeouts.half_closed",
             "limits.backend_attempts",
             "limits.per_client_ip",
         ]
@@ -133,7 +134,7 @@ fn every_number_and_duration_has_an_upper_bound() {
 #[test]
 fn zero_is_refused_where_it_makes_no_sense() {
     let body = "timeouts: { handshake: 0s, backend_connect: 0s, idle: 0s, drain: 0s, \
-                backend_cooldown: 0s }\n\
+                backend_cooldown: 0s, half_closed: 0s }\n\
                 limits: { max_connections: 0, backend_attempts: 0, per_client_ip: 0 }\n\
                 sessions: { cache_size: 0, ticket_rotate_every: 0s }\n\
                 reload: { debounce: 0s, max_delay: 0s, recheck_every: 0s, dns_refresh: 0s }\n";
@@ -150,6 +151,7 @@ fn zero_is_refused_where_it_makes_no_sense() {
             "timeouts.handshake",
             "timeouts.backend_connect",
             "timeouts.idle",
+            "timeouts.half_closed",
             "limits.backend_attempts",
             "limits.per_client_ip",
         ]
@@ -406,4 +408,17 @@ fn tls_policy_names_each_bad_field() {
         err.contains("tls_profile") && err.contains("modern"),
         "{err}"
     );
+}
+
+#[test]
+fn ticket_keys_that_would_pile_up_are_refused() {
+    assert_eq!(
+        places("sessions: { ticket_rotate_every: 5s, ticket_lifetime: 1h }\n"),
+        Vec::<String>::new()
+    );
+    let (_, problems) = check("sessions: { ticket_rotate_every: 5s, ticket_lifetime: 12h }\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, "sessions.ticket_rotate_every");
+    let message = problems[0].1.to_string();
+    assert!(message.contains("keeps 8641 keys"), "{message}");
 }
