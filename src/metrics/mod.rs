@@ -222,7 +222,8 @@ impl Metrics {
         OpenConnection(Arc::clone(self))
     }
 
-    /// A configuration load finished with `result` ("applied", "partial", "rejected").
+    /// A configuration load finished with `result` ("applied", "partial", "rejected",
+    /// "unchanged").
     pub fn config_reload(&self, result: &'static str) {
         self.with(|| counter!(CONFIG_RELOADS, "result" => result).increment(1));
     }

@@ -84,9 +84,9 @@ impl Reloader {
         // One reload at a time; a reload takes milliseconds, so a std Mutex is right here.
         let mut state = self.lock();
         let outcome = self.reload_locked(&mut state);
-        if outcome != Outcome::Unchanged {
-            self.rt.metrics.config_reload(outcome.as_str());
-        }
+        // Counted even when nothing changed: an operator (and a test) can see that a check
+        // ran, and when.
+        self.rt.metrics.config_reload(outcome.as_str());
         if matches!(outcome, Outcome::Applied | Outcome::Partial) {
             self.rt.mark_success();
         }
