@@ -304,7 +304,10 @@ fn random_operation_sequences_serve_what_the_model_says() {
             Ok(())
         })
         .unwrap();
-    eprintln!("{} operations in 32 sequences matched the model", total.get());
+    eprintln!(
+        "{} operations in 32 sequences matched the model",
+        total.get()
+    );
 }
 
 async fn run_case(ops: &[Op]) {
