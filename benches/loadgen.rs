@@ -115,6 +115,10 @@ struct Args {
     /// Signature schemes offered by the client.
     #[arg(long, value_enum, default_value = "ecdsa")]
     sig: Sig,
+    /// Offer the post-quantum hybrid X25519MLKEM768 first (with an X25519 share beside it, as
+    /// browsers do) instead of X25519 alone.
+    #[arg(long)]
+    pq: bool,
     /// idle: how long to hold the connections after opening them.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     hold: Duration,
@@ -239,12 +243,16 @@ fn is_h2(tls: &TlsStream<TcpStream>) -> bool {
     tls.get_ref().1.alpn_protocol() == Some(b"h2")
 }
 
-/// The client: TLS 1.3, X25519 only, AES-256-GCM only, offering `--sig` signature schemes and
-/// the `--alpn` protocols.
+/// The client: TLS 1.3, X25519 only (or X25519MLKEM768 first with `--pq`), AES-256-GCM only,
+/// offering `--sig` signature schemes and the `--alpn` protocols.
 fn client_config(args: &Args, resume: bool) -> Result<Arc<ClientConfig>, BoxError> {
     let (ca, sig): (&Path, Sig) = (&args.ca, args.sig);
     let mut provider = provider_mod::default_provider();
-    provider.kx_groups = vec![kx_group::X25519];
+    provider.kx_groups = if args.pq {
+        vec![kx_group::X25519MLKEM768, kx_group::X25519]
+    } else {
+        vec![kx_group::X25519]
+    };
     provider.cipher_suites = vec![cipher_suite::TLS13_AES_256_GCM_SHA384];
     let provider = Arc::new(provider);
     let mut roots = RootCertStore::empty();

@@ -161,9 +161,15 @@ fn snapshot(c: &mut Criterion) {
     group.finish();
 }
 
-fn client_config(ca_der: &[u8], resume: bool) -> Arc<ClientConfig> {
+/// A TLS 1.3 client offering one AES-256 suite and `groups` (key shares for the first, and
+/// for X25519 too when it follows the hybrid, as browsers send them).
+fn client_config(
+    ca_der: &[u8],
+    resume: bool,
+    groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
+) -> Arc<ClientConfig> {
     let mut provider = provider_mod::default_provider();
-    provider.kx_groups = vec![kx_group::X25519];
+    provider.kx_groups = groups.to_vec();
     provider.cipher_suites = vec![cipher_suite::TLS13_AES_256_GCM_SHA384];
     let mut roots = RootCertStore::empty();
     roots
@@ -247,8 +253,16 @@ fn handshakes(c: &mut Criterion) {
     let snapshot = Snapshot::build(config, &tls, None, 1, &Answers::none()).0;
     let server_config = Arc::clone(&snapshot.hosts[0].tls);
     let mut group = c.benchmark_group("handshake");
-    for (kind, resume) in [("full", false), ("resumed", true)] {
-        let client_config = client_config(&site.ca_der, resume);
+    // The post-quantum hybrid against plain X25519: what `X25519MLKEM768` costs the server.
+    let pq = [kx_group::X25519MLKEM768, kx_group::X25519];
+    let classic = [kx_group::X25519];
+    for (kind, resume, groups) in [
+        ("full", false, &classic[..]),
+        ("full-x25519mlkem768", false, &pq[..]),
+        ("resumed", true, &classic[..]),
+        ("resumed-x25519mlkem768", true, &pq[..]),
+    ] {
+        let client_config = client_config(&site.ca_der, resume, groups);
         // Prime the ticket cache; every resumed handshake then brings a fresh ticket.
         handshake(&client_config, &server_config);
         let want = if resume {
