@@ -184,19 +184,22 @@ impl World {
     }
 }
 
+/// Writes a new certificate and key for host `i`, which the model then expects served.
+fn fresh_pair(w: &World, m: &mut Model, i: usize) {
+    let issued = w.issue(i);
+    w.site.write_pair(&format!("h{i}"), &issued);
+    let expected = Expected {
+        serial: issued.serial,
+        stale: false,
+    };
+    m.hosts.insert(i, expected);
+}
+
 /// Applies `op` to the files and the model; returns the reload result the step must produce.
 async fn step(w: &World, m: &mut Model, op: &Op) -> Option<&'static str> {
     match *op {
         Op::Add(i) if !m.hosts.contains_key(&i) => {
-            let issued = w.issue(i);
-            w.site.write_pair(&format!("h{i}"), &issued);
-            m.hosts.insert(
-                i,
-                Expected {
-                    serial: issued.serial,
-                    stale: false,
-                },
-            );
+            fresh_pair(w, m, i);
             w.write_config(m);
             Some("applied")
         }
@@ -208,15 +211,7 @@ async fn step(w: &World, m: &mut Model, op: &Op) -> Option<&'static str> {
             None // applied, or partial while another host is still broken
         }
         Op::Rotate(i) if m.hosts.contains_key(&i) => {
-            let issued = w.issue(i);
-            w.site.write_pair(&format!("h{i}"), &issued);
-            m.hosts.insert(
-                i,
-                Expected {
-                    serial: issued.serial,
-                    stale: false,
-                },
-            );
+            fresh_pair(w, m, i);
             None
         }
         Op::BreakCert(i) if m.hosts.contains_key(&i) => {
@@ -339,7 +334,7 @@ async fn run_case(ops: &[Op]) {
         let got = w.reload().await;
         let label = format!("step {n} {op:?}");
         match want {
-            Some(want) if want == "unchanged" => {
+            Some("unchanged") => {
                 assert_eq!(got, "unchanged", "{label}")
             }
             Some(want) => assert!(
