@@ -25,7 +25,11 @@ fn hello(sni: &str, alpn: &[&[u8]]) -> Vec<u8> {
 }
 
 fn main() {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "corpus/pipeline".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "corpus/pipeline".into()),
+    );
     std::fs::create_dir_all(&dir).expect("dir");
     let v2 = {
         // PROXY v2, PROXY command, TCP over IPv4, 192.0.2.7:40000 → 192.0.2.1:443.
@@ -37,10 +41,22 @@ fn main() {
     };
     let v1 = b"PROXY TCP4 192.0.2.7 192.0.2.1 40000 443\r\n".to_vec();
     let seeds: [(&str, Vec<u8>, Vec<u8>); 4] = [
-        ("bare_hello_web", Vec::new(), hello("web.test", &[b"h2", b"http/1.1"])),
-        ("proxy_v1_hello_relay", v1, hello("relay.test", &[b"x-fuzz"])),
+        (
+            "bare_hello_web",
+            Vec::new(),
+            hello("web.test", &[b"h2", b"http/1.1"]),
+        ),
+        (
+            "proxy_v1_hello_relay",
+            v1,
+            hello("relay.test", &[b"x-fuzz"]),
+        ),
         ("proxy_v2_hello_web", v2, hello("web.test", &[b"http/1.1"])),
-        ("bare_hello_acme_alpn", Vec::new(), hello("relay.test", &[b"acme-tls/1"])),
+        (
+            "bare_hello_acme_alpn",
+            Vec::new(),
+            hello("relay.test", &[b"acme-tls/1"]),
+        ),
     ];
     for (name, prefix, hello) in seeds {
         let mut bytes = prefix;

@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
             !problem.place.trim().is_empty(),
             "problem without a place: {problem:?}"
         );
-        assert_eq!(problem.file, path, "problem names another file: {problem:?}");
+        assert_eq!(
+            problem.file, path,
+            "problem names another file: {problem:?}"
+        );
         // Display must not panic either: `tlsedge check` prints every problem.
         let _ = problem.to_string();
     }

@@ -35,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let ticket = t.a.encrypt(data).expect("encrypt");
     assert_eq!(t.a.decrypt(&ticket).as_deref(), Some(data), "round trip");
-    assert!(t.b.decrypt(&ticket).is_none(), "ticket decrypts for another host");
+    assert!(
+        t.b.decrypt(&ticket).is_none(),
+        "ticket decrypts for another host"
+    );
     // Any change to an issued ticket must be refused.
     if let Some((last, head)) = ticket.split_last() {
         let mut flipped = head.to_vec();

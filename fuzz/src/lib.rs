@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::task::TaskTracker;
 
-use tlsedge::conn::{ConnInfo, Endpoints, ListenerInfo, ListenerKind, Shutdown};
 use tlsedge::config::ProxyInput;
+use tlsedge::conn::{ConnInfo, Endpoints, ListenerInfo, ListenerKind, Shutdown};
 use tlsedge::http::HttpHost;
 use tlsedge::metrics::Metrics;
 use tlsedge::pki::{Ca, KeyKind};
@@ -57,8 +57,12 @@ impl PipelineFixture {
     pub fn new() -> Self {
         let ca = Ca::new("tlsedge fuzz CA").expect("CA");
         let dir = private_dir();
-        for (name, kind) in [(TCP_HOST, KeyKind::Ecdsa), (HTTP_HOST, KeyKind::Ecdsa)] {
-            let issued = ca.issue(&[name], kind).expect("issue");
+        let web_wildcard = format!("*.{HTTP_HOST}");
+        for (name, names) in [
+            (TCP_HOST, vec![TCP_HOST]),
+            (HTTP_HOST, vec![HTTP_HOST, &web_wildcard]),
+        ] {
+            let issued = ca.issue(&names, KeyKind::Ecdsa).expect("issue");
             std::fs::write(dir.join(format!("{name}.pem")), &issued.cert_pem).expect("write");
             write_key(&dir.join(format!("{name}.key")), &issued.key_pem);
         }
@@ -196,7 +200,8 @@ impl PipelineFixture {
                 shutdown: Shutdown::default(),
             });
             let (client, server) = tokio::io::duplex(DUPLEX);
-            let watched = tlsedge::http::activity::HeadWatch::new(server, Arc::clone(&ctx.activity));
+            let watched =
+                tlsedge::http::activity::HeadWatch::new(server, Arc::clone(&ctx.activity));
             let io = hyper_util::rt::TokioIo::new(watched);
             let svc = {
                 let ctx = Arc::clone(&ctx);
@@ -275,8 +280,8 @@ fn private_dir() -> PathBuf {
 
 /// Writes a private key readable by the owner only (validation warns otherwise).
 fn write_key(path: &std::path::Path, pem: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
