@@ -218,13 +218,21 @@ async fn stalled_handshakes_are_closed_at_the_deadline_while_good_clients_are_se
     assert!(served >= 10, "only {served} good handshakes in 1.5 s");
     assert!(last < Duration::from_secs(4), "{last:?}");
     assert!(
-        trickle_after.iter().all(|t| *t >= Duration::from_secs(1)
-            && *t < Duration::from_secs(3) + Duration::from_millis(500)),
+        trickle_after
+            .iter()
+            .all(|t| *t >= Duration::from_secs(1) && *t < Duration::from_secs(3)),
         "{trickle_after:?}"
     );
-    let m = edge.metrics().await;
-    let timeouts = m.value("tlsedge_handshake_failures_total", &[("reason", "timeout")]);
-    assert!(timeouts >= 570.0, "{timeouts} handshake timeouts counted");
+    // Counted as each connection task ends, a moment after the client sees the close.
+    within(
+        "570 handshake timeouts counted",
+        common::PATIENCE,
+        || async {
+            let m = edge.metrics().await;
+            m.value("tlsedge_handshake_failures_total", &[("reason", "timeout")]) >= 570.0
+        },
+    )
+    .await;
     let took = within("fds back to baseline", common::PATIENCE, || async {
         edge.fds() <= baseline
     })

@@ -594,8 +594,8 @@ async fn a_name_moved_to_another_host_by_a_reload_does_not_resume_there() {
 }
 
 /// A rotation period below the old fixed one-minute check is honoured: with
-/// `ticket_rotate_every: 2s`, the encrypting key is replaced within 2.2 s of its creation (the
-/// check runs every second at this period).
+/// `ticket_rotate_every: 2s`, each key is replaced within 2.2 s of its creation (the check runs
+/// every tenth of the period).
 #[tokio::test]
 async fn a_short_ticket_rotation_period_is_honoured() {
     let site = Site::new();
@@ -618,5 +618,6 @@ async fn a_short_ticket_rotation_period_is_honoured() {
     }
     let took = started.elapsed();
     eprintln!("three rotations after {took:?}");
-    assert!(took < Duration::from_millis(3 * 2_200), "{took:?}");
+    // Three periods of at most 2.2 s each, plus start-up and the scrapes' polling.
+    assert!(took < Duration::from_millis(3 * 2_200 + 500), "{took:?}");
 }

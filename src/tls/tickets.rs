@@ -158,9 +158,9 @@ impl std::fmt::Debug for TicketKeys {
 
 impl TicketKeys {
     /// How often [`rotate_if_due`](Self::rotate_if_due) must be called for a rotation to be at
-    /// most a tenth of the period late (between 1 s and 1 min).
+    /// most a tenth of the period late (between 100 ms and 1 min).
     pub fn check_every(&self) -> Duration {
-        (self.rotate_every / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+        (self.rotate_every / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
     }
 
     /// In-memory keys: one random key now, a new one every `rotate_every`; tickets valid for
