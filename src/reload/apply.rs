@@ -237,5 +237,5 @@ fn fingerprint_files(files: &[PathBuf]) -> u64 {
 }
 
 fn read_or_marker(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| format!("\0unreadable: {}", e.kind()).into_bytes())
+    certs::read_bounded(path).unwrap_or_else(|e| format!("\0unreadable: {}", e.kind()).into_bytes())
 }

@@ -217,12 +217,34 @@ pub fn load_pair(
     })
 }
 
+/// The largest certificate, key, CA or OCSP file read (a CA bundle of every public root is
+/// about 250 KiB).
+pub const MAX_FILE: u64 = 16 << 20;
+
 /// Reads a whole file, naming it in the error.
 pub fn read(path: &Path) -> Result<Vec<u8>, CertError> {
-    std::fs::read(path).map_err(|source| CertError::Read {
+    read_bounded(path).map_err(|source| CertError::Read {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Reads a regular file of at most [`MAX_FILE`] bytes. A FIFO, a device (`/dev/zero`) or a
+/// runaway file is an error, never a hang or an unbounded allocation.
+pub fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_FILE} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// A cheap content hash, to notice whether files really changed.
@@ -271,4 +293,34 @@ fn leaf_facts(der: &[u8]) -> Result<LeafFacts, String> {
 pub fn subject(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(cert.subject().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CertError, read};
+
+    #[test]
+    fn devices_and_fifos_are_refused_not_read_forever() {
+        let err = read(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(err, CertError::Read { .. }), "{err}");
+        assert!(
+            err.to_string().contains("/dev/zero: not a regular file"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.pem");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opening a FIFO for reading blocks until a writer comes: one does, and never writes.
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo))
+        };
+        let err = read(&fifo).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        drop(writer.join());
+    }
 }
