@@ -25,7 +25,7 @@ fn write_pair(dir: &Path, ca: &Ca, cert: &Path, key: &Path, names: &[String], ki
 /// The example, with certificates generated for the files it names, loaded strictly.
 fn load_example() -> (tempfile::TempDir, config::Loaded) {
     let text = std::fs::read_to_string(EXAMPLE).unwrap();
-    let raw: RawConfig = serde_yaml::from_str(&text).unwrap();
+    let raw: RawConfig = serde_norway::from_str(&text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("example CA").unwrap();
     for host in &raw.hosts {

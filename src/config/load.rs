@@ -26,9 +26,9 @@ pub enum LoadError {
     Parse {
         /// The file.
         path: PathBuf,
-        /// serde_yaml's error, with the field path and line.
+        /// serde_norway's error, with the field path and line.
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     /// Validation found errors.
     #[error(transparent)]
@@ -85,7 +85,7 @@ pub fn from_str(text: &str, path: &Path, provider: &CryptoProvider) -> Result<Lo
 
 /// Parses YAML text into the raw model (no file is read).
 pub fn parse(text: &str, path: &Path) -> Result<RawConfig, LoadError> {
-    serde_yaml::from_str(text).map_err(|source| LoadError::Parse {
+    serde_norway::from_str(text).map_err(|source| LoadError::Parse {
         path: path.to_owned(),
         source,
     })
@@ -107,4 +107,50 @@ pub fn finish(raw: RawConfig, path: &Path, provider: &CryptoProvider) -> Result<
         config,
         problems,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The YAML crate's messages are part of tlsedge's interface: an operator reads them to find
+    /// the mistake. Each must name the file, the field's path, and the line and column.
+    #[test]
+    fn parse_errors_name_the_file_the_field_and_the_place() {
+        let path = Path::new("/etc/tlsedge/tlsedge.yaml");
+        let cases = [
+            (
+                "listeners: [\"127.0.0.1:443\"]\nhosts:\n  - names: [a.example]\n    certs: []\n    bakends: []\n",
+                &[
+                    "/etc/tlsedge/tlsedge.yaml",
+                    "hosts[0]",
+                    "unknown field `bakends`",
+                    "line 5 column 5",
+                ][..],
+            ),
+            (
+                "listeners: [\"127.0.0.1:443\"]\nlimits: { max_connections: lots }\nhosts: []\n",
+                &[
+                    "limits.max_connections",
+                    "invalid type: string \"lots\"",
+                    "line 2 column 28",
+                ],
+            ),
+            (
+                "listeners: [\"127.0.0.1:443\"]\ntimeouts: { idle: 5 parsecs }\nhosts: []\n",
+                &["timeouts.idle", "line 2 column 19"],
+            ),
+            (
+                "listeners: [\"127.0.0.1:443\"]\nhosts: [ { names: [a.example] }\n",
+                &["line 2", "column"],
+            ),
+        ];
+        for (text, wanted) in cases {
+            let error = parse(text, path).expect_err(text);
+            let message = error.to_string();
+            for want in wanted {
+                assert!(message.contains(want), "{want:?} missing from: {message}");
+            }
+        }
+    }
 }

@@ -267,7 +267,7 @@ impl fmt::Display for Quantity {
         match self {
             Self::Number(n) => write!(f, "{n}"),
             Self::Duration(d) => {
-                write!(f, "{}", humantime_serde::re::humantime::format_duration(*d))
+                write!(f, "{}", humantime::format_duration(*d))
             }
         }
     }
