@@ -44,6 +44,9 @@ pub struct RawConfig {
     /// Automatic certificates (ACME), for hosts with `certs: acme`.
     #[serde(default)]
     pub acme: Option<RawAcme>,
+    /// In-place upgrades: where a running tlsedge hands its sockets to its successor.
+    #[serde(default)]
+    pub upgrade: RawUpgrade,
     /// The hosts (virtual servers) this proxy terminates TLS for.
     pub hosts: Vec<RawHost>,
 }
@@ -194,6 +197,16 @@ impl Default for RawLimits {
     }
 }
 
+/// In-place upgrades (`tlsedge run --upgrade`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpgrade {
+    /// The Unix socket on which a running tlsedge hands its listening sockets to a new one;
+    /// relative to the config file's directory. No socket: upgrades are off.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+}
+
 /// File watching and reload timing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -235,9 +248,14 @@ pub struct RawSessions {
     /// File of shared ticket keys (one base64 line per key, newest first); without it a random
     /// key set is made at start and rotated in memory.
     pub ticket_key_file: Option<PathBuf>,
-    /// How often a new in-memory ticket key is made (ignored with `ticket_key_file`).
+    /// How often a new in-memory ticket key is made; with `ticket_key_file`, how often the
+    /// fleet rotates the file (for the key-age alert).
     #[serde(with = "humantime_serde")]
     pub ticket_rotate_every: Duration,
+    /// How long a key new in `ticket_key_file` only decrypts before it encrypts, so every
+    /// instance has read the file first.
+    #[serde(with = "humantime_serde")]
+    pub ticket_key_grace: Duration,
     /// Lifetime of a ticket, and the hint sent to clients (at most 24h).
     #[serde(with = "humantime_serde")]
     pub ticket_lifetime: Duration,
@@ -249,6 +267,7 @@ impl Default for RawSessions {
             cache_size: 20_000,
             ticket_key_file: None,
             ticket_rotate_every: Duration::from_secs(6 * 3600),
+            ticket_key_grace: Duration::from_secs(5 * 60),
             ticket_lifetime: Duration::from_secs(12 * 3600),
         }
     }

@@ -49,8 +49,12 @@ pub const CONFIG_LAST_SUCCESS: &str = "tlsedge_config_last_reload_success_timest
 pub const TICKET_KEYS_LOADED: &str = "tlsedge_ticket_keys_loaded";
 /// Presented tickets that did not resume `{reason}`.
 pub const TICKET_REJECTIONS: &str = "tlsedge_ticket_rejections_total";
-/// Age of the current ticket encryption key.
+/// Age of the newest ticket key, from its creation time (the key file's, on every instance).
 pub const TICKET_KEY_AGE: &str = "tlsedge_ticket_key_age_seconds";
+/// Ticket keys still in their grace period: they decrypt but do not encrypt yet.
+pub const TICKET_KEYS_STAGED: &str = "tlsedge_ticket_keys_staged";
+/// The expected ticket key rotation period (`sessions.ticket_rotate_every`).
+pub const TICKET_ROTATION_PERIOD: &str = "tlsedge_ticket_key_rotation_period_seconds";
 /// Connections refused at their PROXY header `{reason}`.
 pub const PROXY_PROTOCOL_ERRORS: &str = "tlsedge_proxy_protocol_errors_total";
 /// HTTP requests `{host, route, method, code}`.

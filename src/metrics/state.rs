@@ -66,13 +66,27 @@ pub(crate) fn render(rt: &Runtime, out: &mut String) {
         "Session ticket keys loaded (the first one encrypts).",
     );
     let _ = writeln!(out, "{TICKET_KEYS_LOADED} {}", tickets.loaded());
+    let now = SystemTime::now();
+    header(
+        out,
+        TICKET_KEYS_STAGED,
+        "Ticket keys in their grace period: they decrypt, and encrypt once it has passed.",
+    );
+    let _ = writeln!(out, "{TICKET_KEYS_STAGED} {}", tickets.staged(now));
     header(
         out,
         TICKET_KEY_AGE,
-        "Age of the ticket key that encrypts new tickets.",
+        "Age of the newest ticket key, from its creation time in the key file (or in memory).",
     );
-    let age = tickets.key_age(SystemTime::now()).as_secs();
+    let age = tickets.newest_key_age(now).as_secs();
     let _ = writeln!(out, "{TICKET_KEY_AGE} {age}");
+    header(
+        out,
+        TICKET_ROTATION_PERIOD,
+        "How often ticket keys are expected to rotate (sessions.ticket_rotate_every).",
+    );
+    let period = tickets.rotate_every().as_secs();
+    let _ = writeln!(out, "{TICKET_ROTATION_PERIOD} {period}");
     let _ = writeln!(
         out,
         "# HELP {TICKET_REJECTIONS} Presented session tickets that did not resume (a full handshake followed).\n# TYPE {TICKET_REJECTIONS} counter"

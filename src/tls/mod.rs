@@ -24,7 +24,7 @@ use crate::config::HostConfig;
 use crate::config::model::ClientAuthMode;
 use crate::config::validate::Sessions;
 use cert_choice::CertChoice;
-use tickets::{TicketError, TicketKeys};
+use tickets::{FileTiming, TicketError, TicketKeys};
 
 /// How many TLS 1.3 tickets a full handshake sends: clients use one per future connection, and
 /// each costs an AEAD seal on the handshake path.
@@ -58,7 +58,14 @@ impl TlsShared {
     pub fn new(sessions: &Sessions, ticket_key_file: Option<&Path>) -> Result<Self, TicketError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tickets = match ticket_key_file {
-            Some(path) => TicketKeys::from_file(path, sessions.ticket_lifetime)?,
+            Some(path) => TicketKeys::from_file(
+                path,
+                FileTiming {
+                    lifetime: sessions.ticket_lifetime,
+                    rotate_every: sessions.ticket_rotate_every,
+                    grace: sessions.ticket_key_grace,
+                },
+            )?,
             None => TicketKeys::in_memory(sessions.ticket_rotate_every, sessions.ticket_lifetime)?,
         };
         Ok(Self {

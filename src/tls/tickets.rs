@@ -4,10 +4,14 @@
 //! Keys come either from memory (a new random key every `rotate_every`) or from a key file
 //! shared by every instance of a fleet, so a ticket issued by one instance resumes on another.
 //!
-//! Key file format: one base64 line per key, newest first; each key is 48 bytes: a 16-byte key
-//! name followed by a 32-byte AES-256-GCM key. Blank lines and lines starting with `#` are
-//! ignored. The first key encrypts new tickets; every key decrypts.
-//! `tlsedge ticket-keys rotate --file F` prepends a fresh key and keeps the newest N.
+//! Key file format: one line per key, newest first: the base64 of 48 bytes (a 16-byte key name
+//! followed by a 32-byte AES-256-GCM key), then, after a space, the key's creation time
+//! (RFC 3339, `2026-12-02T13:45:00Z`). Blank lines and lines starting with `#` are ignored.
+//! Every key decrypts. A key is *staged* until it has existed for `grace`: it decrypts but does
+//! not encrypt yet, so every instance of the fleet has time to read the file before the first
+//! ticket sealed with it reaches them (HAProxy's three-key window does the same with positions).
+//! The newest key past its grace encrypts; a line without a time (older files) is past it.
+//! `tlsedge ticket-keys rotate --file F` prepends a fresh, dated key and keeps the newest N.
 //!
 //! Ticket layout: `key name (16) || nonce (12) || AES-256-GCM(issued_at (8, BE) || state) || tag`.
 //! The additional data is a per-host context, so a ticket only ever resumes on the host (and
@@ -43,8 +47,8 @@ pub enum TicketError {
         #[source]
         source: std::io::Error,
     },
-    /// A line is not base64 of exactly 48 bytes.
-    #[error("ticket key file {}: line {line}: expected base64 of {KEY_LEN} bytes", path.display())]
+    /// A line is not base64 of exactly 48 bytes, optionally followed by an RFC 3339 time.
+    #[error("ticket key file {}: line {line}: expected base64 of {KEY_LEN} bytes, then optionally its creation time (RFC 3339, e.g. 2026-12-02T13:45:00Z)", path.display())]
     BadKey {
         /// The file.
         path: PathBuf,
@@ -95,14 +99,45 @@ impl Key {
     }
 }
 
+/// One line of the key file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    bytes: [u8; KEY_LEN],
+    /// The creation time written beside the key, if any.
+    created: Option<SystemTime>,
+}
+
 /// One immutable generation of keys.
 struct KeySet {
-    /// Newest first; `keys[0]` encrypts.
+    /// Newest first.
     keys: Vec<Key>,
-    /// When each key in `keys` started encrypting (in-memory mode) or was first seen.
-    since: Vec<SystemTime>,
+    /// When each key was made: from the key file, or (undated lines, in-memory keys) when this
+    /// process first had it.
+    created: Vec<SystemTime>,
+    /// Unix second from which each key may encrypt (its creation plus the grace period).
+    encrypts_from: Vec<u64>,
     /// The raw file content this set came from, to skip no-op reloads.
-    source: Option<Vec<[u8; KEY_LEN]>>,
+    source: Option<Vec<FileKey>>,
+}
+
+impl KeySet {
+    fn in_memory(keys: Vec<Key>, created: Vec<SystemTime>) -> Self {
+        Self {
+            encrypts_from: vec![0; keys.len()],
+            keys,
+            created,
+            source: None,
+        }
+    }
+
+    /// The index of the key that encrypts at `now` (Unix seconds): the newest past its grace,
+    /// or, when every key is still staged, the oldest (the one instances most likely share).
+    fn encrypting(&self, now: u64) -> usize {
+        self.encrypts_from
+            .iter()
+            .position(|&from| from <= now)
+            .unwrap_or(self.keys.len().saturating_sub(1))
+    }
 }
 
 /// Why a presented ticket did not resume (the client then gets a full handshake).
@@ -143,7 +178,11 @@ impl Rejection {
 pub struct TicketKeys {
     set: ArcSwap<KeySet>,
     lifetime: Duration,
+    /// In memory: how often a key is made. From a file: how often the fleet rotates the file
+    /// (published for alerts on a stuck rotation).
     rotate_every: Duration,
+    /// How long a key from the file only decrypts before it encrypts.
+    grace: Duration,
     rejected: [std::sync::atomic::AtomicU64; 4],
 }
 
@@ -168,27 +207,27 @@ impl TicketKeys {
     pub fn in_memory(rotate_every: Duration, lifetime: Duration) -> Result<Self, TicketError> {
         let key = Key::random()?;
         Ok(Self {
-            set: ArcSwap::from_pointee(KeySet {
-                keys: vec![key],
-                since: vec![SystemTime::now()],
-                source: None,
-            }),
+            set: ArcSwap::from_pointee(KeySet::in_memory(vec![key], vec![SystemTime::now()])),
             lifetime,
             rotate_every,
+            grace: Duration::ZERO,
             rejected: Default::default(),
         })
     }
 
-    /// Keys from a shared key file.
-    pub fn from_file(path: &Path, lifetime: Duration) -> Result<Self, TicketError> {
+    /// Keys from a shared key file, which the fleet rotates every `timing.rotate_every`; a new
+    /// key encrypts once it is `timing.grace` old.
+    pub fn from_file(path: &Path, timing: FileTiming) -> Result<Self, TicketError> {
         let keys = Self {
             set: ArcSwap::from_pointee(KeySet {
                 keys: Vec::new(),
-                since: Vec::new(),
+                created: Vec::new(),
+                encrypts_from: Vec::new(),
                 source: Some(Vec::new()),
             }),
-            lifetime,
-            rotate_every: lifetime,
+            lifetime: timing.lifetime,
+            rotate_every: timing.rotate_every,
+            grace: timing.grace,
             rejected: Default::default(),
         };
         keys.load_file(path)?;
@@ -204,21 +243,36 @@ impl TicketKeys {
             return Ok(false);
         }
         let now = SystemTime::now();
-        let since = raw
-            .iter()
-            .map(|bytes| {
-                // A key we already had keeps its age; a new one starts now.
+        let mut created = Vec::with_capacity(raw.len());
+        let mut encrypts_from = Vec::with_capacity(raw.len());
+        for line in &raw {
+            let first_seen = || {
                 current
                     .keys
                     .iter()
-                    .position(|k| k.name() == &bytes[..NAME_LEN])
-                    .map_or(now, |i| current.since[i])
-            })
+                    .position(|k| k.name() == &line.bytes[..NAME_LEN])
+                    .map_or(now, |i| current.created[i])
+            };
+            match line.created {
+                Some(at) => {
+                    created.push(at);
+                    encrypts_from.push(unix_secs(at + self.grace));
+                }
+                // An undated key (a file from before dates) encrypts at once, as it always did.
+                None => {
+                    created.push(first_seen());
+                    encrypts_from.push(0);
+                }
+            }
+        }
+        let keys = raw
+            .iter()
+            .map(|line| Key::from_bytes(&line.bytes))
             .collect();
-        let keys = raw.iter().map(Key::from_bytes).collect();
         self.set.store(Arc::new(KeySet {
             keys,
-            since,
+            created,
+            encrypts_from,
             source: Some(raw),
         }));
         Ok(true)
@@ -230,11 +284,10 @@ impl TicketKeys {
             return Ok(());
         }
         let key = Key::random()?;
-        self.set.store(Arc::new(KeySet {
-            keys: vec![key],
-            since: vec![SystemTime::now()],
-            source: None,
-        }));
+        self.set.store(Arc::new(KeySet::in_memory(
+            vec![key],
+            vec![SystemTime::now()],
+        )));
         Ok(())
     }
 
@@ -247,7 +300,7 @@ impl TicketKeys {
             return Ok(false);
         }
         let age = current
-            .since
+            .created
             .first()
             .and_then(|t| now.duration_since(*t).ok())
             .unwrap_or_default();
@@ -258,19 +311,15 @@ impl TicketKeys {
         // A key stops encrypting when replaced; its last ticket expires `lifetime` later.
         let keep_for = self.lifetime;
         let mut keys = vec![key];
-        let mut since = vec![now];
+        let mut created = vec![now];
         for (i, old) in current.keys.iter().enumerate() {
-            let retired = if i == 0 { now } else { current.since[i - 1] };
+            let retired = if i == 0 { now } else { current.created[i - 1] };
             if now.duration_since(retired).unwrap_or_default() < keep_for {
                 keys.push(old.clone());
-                since.push(current.since[i]);
+                created.push(current.created[i]);
             }
         }
-        self.set.store(Arc::new(KeySet {
-            keys,
-            since,
-            source: None,
-        }));
+        self.set.store(Arc::new(KeySet::in_memory(keys, created)));
         Ok(true)
     }
 
@@ -289,15 +338,26 @@ impl TicketKeys {
         None
     }
 
-    /// How long the current encryption key has been encrypting (or, from a file, since this
-    /// process first saw it).
-    pub fn key_age(&self, now: SystemTime) -> Duration {
+    /// The age of the newest key, from its creation time in the key file (the same on every
+    /// instance reading it) or, in memory, since it was made. Older than the rotation period
+    /// means the rotation has stopped.
+    pub fn newest_key_age(&self, now: SystemTime) -> Duration {
         self.set
             .load()
-            .since
+            .created
             .first()
             .and_then(|t| now.duration_since(*t).ok())
             .unwrap_or_default()
+    }
+
+    /// Keys newer than the one that encrypts at `now`: staged, they only decrypt so far.
+    pub fn staged(&self, now: SystemTime) -> usize {
+        self.set.load().encrypting(unix_secs(now))
+    }
+
+    /// The expected rotation period (see [`FileTiming::rotate_every`]).
+    pub fn rotate_every(&self) -> Duration {
+        self.rotate_every
     }
 
     /// A ticketer for one host: tickets it issues only decrypt with the same `context`.
@@ -326,14 +386,15 @@ impl ProducesTickets for HostTicketer {
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
         let set = self.keys.set.load();
-        let key = set.keys.first()?;
+        let now = unix_now();
+        let key = set.keys.get(set.encrypting(now))?;
         let mut nonce = [0; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).ok()?;
         let mut out = Vec::with_capacity(NAME_LEN + NONCE_LEN + TIME_LEN + plain.len() + TAG_LEN);
         out.extend_from_slice(key.name());
         out.extend_from_slice(&nonce);
         let mut sealed = Vec::with_capacity(TIME_LEN + plain.len() + TAG_LEN);
-        sealed.extend_from_slice(&unix_now().to_be_bytes());
+        sealed.extend_from_slice(&now.to_be_bytes());
         sealed.extend_from_slice(plain);
         key.aead
             .seal_in_place_append_tag(
@@ -375,14 +436,27 @@ impl ProducesTickets for HostTicketer {
     }
 }
 
+/// How a key file's keys are timed.
+#[derive(Debug, Clone, Copy)]
+pub struct FileTiming {
+    /// Ticket lifetime.
+    pub lifetime: Duration,
+    /// How often the fleet's rotation job replaces the file.
+    pub rotate_every: Duration,
+    /// How long a new key only decrypts.
+    pub grace: Duration,
+}
+
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    unix_secs(SystemTime::now())
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Parses a key file's text.
-fn parse_keys(text: &str, path: &Path) -> Result<Vec<[u8; KEY_LEN]>, TicketError> {
+fn parse_keys(text: &str, path: &Path) -> Result<Vec<FileKey>, TicketError> {
     let mut keys = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -393,8 +467,18 @@ fn parse_keys(text: &str, path: &Path) -> Result<Vec<[u8; KEY_LEN]>, TicketError
             path: path.to_owned(),
             line: i + 1,
         };
-        let bytes = BASE64.decode(line).map_err(|_| bad())?;
-        keys.push(<[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| bad())?);
+        let mut fields = line.split_whitespace();
+        let key = fields.next().unwrap_or_default();
+        let created = match fields.next() {
+            Some(at) => Some(humantime::parse_rfc3339(at).map_err(|_| bad())?),
+            None => None,
+        };
+        if fields.next().is_some() {
+            return Err(bad());
+        }
+        let bytes = BASE64.decode(key).map_err(|_| bad())?;
+        let bytes = <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| bad())?;
+        keys.push(FileKey { bytes, created });
     }
     if keys.is_empty() {
         return Err(TicketError::Empty {
@@ -404,7 +488,7 @@ fn parse_keys(text: &str, path: &Path) -> Result<Vec<[u8; KEY_LEN]>, TicketError
     Ok(keys)
 }
 
-fn read_key_file(path: &Path) -> Result<Vec<[u8; KEY_LEN]>, TicketError> {
+fn read_key_file(path: &Path) -> Result<Vec<FileKey>, TicketError> {
     let text = std::fs::read_to_string(path).map_err(|source| TicketError::Io {
         path: path.to_owned(),
         source,
@@ -412,9 +496,14 @@ fn read_key_file(path: &Path) -> Result<Vec<[u8; KEY_LEN]>, TicketError> {
     parse_keys(&text, path)
 }
 
-/// Prepends a fresh random key to the key file at `path` (created if missing), keeps the newest
-/// `keep`, and replaces the file atomically (temporary file + rename, mode 0600).
+/// Prepends a fresh random key, dated now, to the key file at `path` (created if missing), keeps
+/// the newest `keep`, and replaces the file atomically (temporary file + rename, mode 0600).
 pub fn rotate_key_file(path: &Path, keep: usize) -> Result<usize, TicketError> {
+    rotate_key_file_at(path, keep, SystemTime::now())
+}
+
+/// [`rotate_key_file`] with the new key dated `now`.
+pub fn rotate_key_file_at(path: &Path, keep: usize, now: SystemTime) -> Result<usize, TicketError> {
     let io = |source| TicketError::Io {
         path: path.to_owned(),
         source,
@@ -426,13 +515,21 @@ pub fn rotate_key_file(path: &Path, keep: usize) -> Result<usize, TicketError> {
         }
         Err(e) => return Err(e),
     };
-    keys.insert(0, Key::random()?.bytes);
+    let fresh = FileKey {
+        bytes: Key::random()?.bytes,
+        created: Some(now),
+    };
+    keys.insert(0, fresh);
     keys.truncate(keep.max(1));
     let mut text = String::from(
-        "# tlsedge ticket keys, newest first (base64 of name(16) || AES-256 key(32))\n",
+        "# tlsedge ticket keys, newest first: base64 of name(16) || AES-256 key(32), creation time\n",
     );
     for key in &keys {
-        text.push_str(&BASE64.encode(key));
+        text.push_str(&BASE64.encode(key.bytes));
+        if let Some(at) = key.created {
+            text.push(' ');
+            text.push_str(&humantime::format_rfc3339_seconds(at).to_string());
+        }
         text.push('\n');
     }
     let tmp = path.with_extension("tmp");
@@ -456,6 +553,14 @@ pub fn rotate_key_file(path: &Path, keep: usize) -> Result<usize, TicketError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn timing(grace_secs: u64) -> FileTiming {
+        FileTiming {
+            lifetime: Duration::from_secs(3600),
+            rotate_every: Duration::from_secs(1800),
+            grace: Duration::from_secs(grace_secs),
+        }
+    }
 
     fn keys() -> Arc<TicketKeys> {
         Arc::new(
@@ -521,8 +626,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tickets.keys");
         assert_eq!(rotate_key_file(&path, 3).unwrap(), 1);
-        let a = Arc::new(TicketKeys::from_file(&path, Duration::from_secs(3600)).unwrap());
-        let b = Arc::new(TicketKeys::from_file(&path, Duration::from_secs(3600)).unwrap());
+        let a = Arc::new(TicketKeys::from_file(&path, timing(0)).unwrap());
+        let b = Arc::new(TicketKeys::from_file(&path, timing(0)).unwrap());
         let ticket = a.for_host(1).encrypt(b"x").unwrap();
         assert!(
             b.for_host(1).decrypt(&ticket).is_some(),
@@ -548,7 +653,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tickets.keys");
         rotate_key_file(&path, 2).unwrap();
-        let keys = Arc::new(TicketKeys::from_file(&path, Duration::from_secs(3600)).unwrap());
+        let keys = Arc::new(TicketKeys::from_file(&path, timing(0)).unwrap());
         let ticket = keys.for_host(1).encrypt(b"x").unwrap();
         std::fs::write(&path, "# comment\nnot base64!\n").unwrap();
         assert!(matches!(
@@ -561,5 +666,68 @@ mod tests {
             Err(TicketError::Empty { .. })
         ));
         assert!(keys.for_host(1).decrypt(&ticket).is_some());
+    }
+
+    #[test]
+    fn a_new_key_only_decrypts_until_its_grace_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tickets.keys");
+        let now = SystemTime::now();
+        rotate_key_file_at(&path, 3, now - Duration::from_secs(3600)).unwrap();
+        // Instance `a` reads the file right after the rotation, `b` before it.
+        let b = Arc::new(TicketKeys::from_file(&path, timing(300)).unwrap());
+        rotate_key_file_at(&path, 3, now).unwrap();
+        let a = Arc::new(TicketKeys::from_file(&path, timing(300)).unwrap());
+        assert_eq!((a.loaded(), a.staged(now)), (2, 1));
+        let ticket = a.for_host(1).encrypt(b"x").unwrap();
+        assert!(
+            b.for_host(1).decrypt(&ticket).is_some(),
+            "a staged key must not encrypt: b has not read it yet"
+        );
+        assert_eq!(b.rejected(Rejection::UnknownKey), 0);
+        // Past the grace, the new key is the one that encrypts.
+        assert_eq!(a.staged(now + Duration::from_secs(300)), 0);
+        // Both instances show the age written in the file, whenever they read it.
+        let later = now + Duration::from_secs(60);
+        assert!(b.load_file(&path).unwrap());
+        assert_eq!(a.newest_key_age(later), b.newest_key_age(later));
+        assert!(a.newest_key_age(later) <= Duration::from_secs(61));
+    }
+
+    #[test]
+    fn every_key_staged_encrypts_with_the_oldest_and_undated_keys_encrypt_at_once() {
+        let set = KeySet {
+            keys: (0..3).map(|_| Key::random().unwrap()).collect(),
+            created: vec![UNIX_EPOCH; 3],
+            encrypts_from: vec![300, 200, 100],
+            source: None,
+        };
+        assert_eq!(set.encrypting(50), 2, "all staged: the oldest");
+        assert_eq!(set.encrypting(150), 2);
+        assert_eq!(set.encrypting(250), 1);
+        assert_eq!(set.encrypting(300), 0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tickets.keys");
+        let undated = BASE64.encode([7_u8; KEY_LEN]);
+        std::fs::write(&path, format!("{undated}\n")).unwrap();
+        let keys = TicketKeys::from_file(&path, timing(300)).unwrap();
+        assert_eq!(keys.staged(SystemTime::now()), 0);
+        // `rotate` keeps an undated line undated, and dates its new key.
+        rotate_key_file(&path, 3).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].split(' ').count(), 2, "{text}");
+        assert_eq!(lines[1], undated);
+        for bad in [
+            format!("{undated} yesterday"),
+            format!("{undated} 2026-12-02T13:45:00Z extra"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(matches!(
+                keys.load_file(&path),
+                Err(TicketError::BadKey { line: 1, .. })
+            ));
+        }
     }
 }

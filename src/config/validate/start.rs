@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -35,6 +36,8 @@ pub struct StartConfig {
     pub reload: Reload,
     /// The ACME client's settings, if enabled.
     pub acme: Option<AcmeConfig>,
+    /// The upgrade hand-over socket, if enabled (resolved against the config's directory).
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 /// One TLS listener.
@@ -61,8 +64,10 @@ pub struct ProxyInput {
 pub struct Sessions {
     /// TLS 1.2 session-ID cache entries.
     pub cache_size: usize,
-    /// In-memory key rotation period.
+    /// Key rotation period (in memory; or the fleet's, with a key file).
     pub ticket_rotate_every: Duration,
+    /// How long a new key from the key file only decrypts.
+    pub ticket_key_grace: Duration,
     /// Ticket lifetime.
     pub ticket_lifetime: Duration,
 }
@@ -95,10 +100,12 @@ impl StartConfig {
             sessions,
             reload,
             acme,
+            upgrade_socket,
         } = self;
         let Sessions {
             cache_size,
             ticket_rotate_every,
+            ticket_key_grace,
             ticket_lifetime,
         } = sessions;
         let Reload {
@@ -123,6 +130,10 @@ impl StartConfig {
                 *ticket_rotate_every != os.ticket_rotate_every,
             ),
             (
+                "sessions.ticket_key_grace",
+                *ticket_key_grace != os.ticket_key_grace,
+            ),
+            (
                 "sessions.ticket_lifetime",
                 *ticket_lifetime != os.ticket_lifetime,
             ),
@@ -132,6 +143,7 @@ impl StartConfig {
             ("reload.recheck_every", *recheck_every != or.recheck_every),
             ("reload.dns_refresh", *dns_refresh != or.dns_refresh),
             ("acme", *acme != other.acme),
+            ("upgrade.socket", *upgrade_socket != other.upgrade_socket),
         ]
         .into_iter()
         .filter_map(|(name, differs)| differs.then_some(name))
@@ -173,6 +185,7 @@ impl Validator<'_> {
             sessions: self.sessions(raw),
             reload: self.reload(raw),
             acme,
+            upgrade_socket: raw.upgrade.socket.as_ref().map(|p| self.base.join(p)),
         }
     }
 
@@ -271,9 +284,16 @@ impl Validator<'_> {
             Zero::Allowed,
             max,
         );
+        self.duration(
+            "sessions.ticket_key_grace",
+            s.ticket_key_grace,
+            Zero::Allowed,
+            DAY,
+        );
         Sessions {
             cache_size: s.cache_size,
             ticket_rotate_every: rotate,
+            ticket_key_grace: s.ticket_key_grace,
             ticket_lifetime: s.ticket_lifetime,
         }
     }
