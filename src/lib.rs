@@ -40,7 +40,9 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;
+pub mod sockets;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 pub use server::{Server, StartError};

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use tlsedge::Server;
 use tlsedge::config::{self, LoadError};
+use tlsedge::server::Sockets;
+use tlsedge::{Server, StartError};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "TLS-terminating load balancer for many domains")]
@@ -33,6 +34,10 @@ enum Command {
         /// The YAML configuration.
         #[arg(long, short)]
         config: PathBuf,
+        /// Take the listening sockets over from the tlsedge running on `upgrade.socket`; it
+        /// stops accepting once this one serves, then drains and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file (and every file it references) and print all problems.
     Check {
@@ -75,6 +80,19 @@ enum TicketKeysAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // Before any thread starts: this unsets LISTEN_FDS and friends.
+    let inherited = match tlsedge::sockets::Inherited::from_systemd() {
+        Ok(inherited) => inherited,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let sockets = if inherited.is_empty() {
+        Sockets::Bind
+    } else {
+        Sockets::Inherited(inherited)
+    };
     match cli.command {
         Command::Check { config } => check(&config),
         Command::TicketKeys {
@@ -89,7 +107,17 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Run { config } => block_on(serve(config, |_| {})),
+        Command::Run { config, upgrade } => {
+            let sockets = match (upgrade, sockets) {
+                (false, sockets) => sockets,
+                (true, Sockets::Bind) => Sockets::Upgrade,
+                (true, _) => {
+                    eprintln!("error: {}", StartError::UpgradeUnderSocketActivation);
+                    return ExitCode::from(1);
+                }
+            };
+            block_on(serve(config, sockets, |_| {}))
+        }
         Command::Demo { listen, admin, dir } => block_on(async move {
             let files = match tlsedge::demo::prepare(&dir, listen, admin).await {
                 Ok(files) => files,
@@ -99,7 +127,7 @@ fn main() -> ExitCode {
                 }
             };
             let config = files.config.clone();
-            serve(config, move |server| {
+            serve(config, sockets, move |server| {
                 if let Some(&tls) = server.tls_addrs().first() {
                     print!(
                         "{}",
@@ -170,12 +198,13 @@ fn block_on(task: impl Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// Serves `config` until SIGTERM/SIGINT. Exit 2 when the configuration is refused, 1 on other
-/// start-up failures. `on_start` runs once the sockets are bound.
-async fn serve(config: PathBuf, on_start: impl FnOnce(&Server)) -> ExitCode {
-    let server = match Server::bind(&config).await {
+/// Serves `config` until SIGTERM/SIGINT, or until a successor takes the sockets over. Exit 2
+/// when the configuration is refused, 1 on other start-up failures. `on_start` runs once the
+/// sockets are bound.
+async fn serve(config: PathBuf, sockets: Sockets, on_start: impl FnOnce(&Server)) -> ExitCode {
+    let server = match Server::bind_with(&config, sockets).await {
         Ok(server) => server,
-        Err(tlsedge::StartError::Config(e)) => {
+        Err(StartError::Config(e)) => {
             eprintln!("{e}");
             eprintln!("refusing to start: fix {} first", config.display());
             return ExitCode::from(2);

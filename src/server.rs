@@ -1,5 +1,7 @@
-//! Start-up and shutdown: load the configuration, bind the sockets, run accept loops and the
-//! admin listener, and on shutdown stop accepting, drain, then close what is left.
+//! Start-up and shutdown: load the configuration, open the sockets (inherited from systemd or
+//! a predecessor, else bound: [`crate::sockets`]), run accept loops and the admin listener, and
+//! on shutdown — or when a successor takes the sockets over ([`crate::upgrade`]) — stop
+//! accepting, drain, then close what is left.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
+use std::os::fd::AsFd;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,7 +26,9 @@ use crate::metrics::Metrics;
 use crate::reload::{ReloadTrigger, Reloader, watch};
 use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
+use crate::sockets::{Inherited, SocketError};
 use crate::tls::TlsShared;
+use crate::upgrade::{self, Handed, Handover, Predecessor, UpgradeError};
 use crate::upstream::dns::Answers;
 
 /// Why the server could not start.
@@ -36,15 +43,34 @@ pub enum StartError {
     /// The ACME storage directory could not be prepared.
     #[error("acme.storage: {0}")]
     Storage(#[source] crate::acme::storage::StorageError),
-    /// A socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+    /// A listening socket could not be opened.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// The sockets could not be taken over from the running tlsedge.
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
+    /// `--upgrade` without an upgrade socket to ask.
+    #[error("{}: upgrade.socket: not set, so there is no running tlsedge to take over from", config.display())]
+    NoUpgradeSocket {
+        /// The configuration file.
+        config: PathBuf,
     },
+    /// `--upgrade` while systemd passed the sockets: systemd already keeps them across restarts.
+    #[error(
+        "--upgrade under socket activation: restart the unit instead (systemd holds the sockets)"
+    )]
+    UpgradeUnderSocketActivation,
+}
+
+/// Where [`Server::bind_with`] gets its sockets.
+#[derive(Debug)]
+pub enum Sockets {
+    /// Bind every listener here.
+    Bind,
+    /// Use these (systemd's), binding only the addresses they do not cover.
+    Inherited(Inherited),
+    /// Take them over from the tlsedge listening on `upgrade.socket` (`run --upgrade`).
+    Upgrade,
 }
 
 /// A server with its configuration loaded and its sockets bound, ready to [`run`](Self::run).
@@ -56,6 +82,8 @@ pub struct Server {
     /// Bound plain-HTTP redirect sockets.
     http_listeners: Vec<TcpListener>,
     admin: Option<TcpListener>,
+    /// The tlsedge being replaced, until it has stopped accepting.
+    predecessor: Option<Predecessor>,
     config_path: PathBuf,
     reloader: Arc<Reloader>,
     trigger: ReloadTrigger,
@@ -67,6 +95,14 @@ impl Server {
     /// snapshot and binds every listener. Port 0 binds an ephemeral port (see
     /// [`tls_addrs`](Self::tls_addrs)).
     pub async fn bind(config_path: impl AsRef<Path>) -> Result<Self, StartError> {
+        Self::bind_with(config_path, Sockets::Bind).await
+    }
+
+    /// [`bind`](Self::bind), with the listening sockets from `sockets`.
+    pub async fn bind_with(
+        config_path: impl AsRef<Path>,
+        sockets: Sockets,
+    ) -> Result<Self, StartError> {
         crate::metrics::panics::install();
         let config_path = config_path.as_ref().to_owned();
         let provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -90,19 +126,43 @@ impl Server {
         // or queued as an event for `run`.
         let (trigger, signals) = watch::channel(config.start.reload.watch, &files);
         let tls = TlsShared::new(&config.start.sessions, config.ticket_key_file.as_deref())?;
+        let (mut inherited, predecessor) = match sockets {
+            Sockets::Bind => (Inherited::none(), None),
+            Sockets::Inherited(inherited) => (inherited, None),
+            Sockets::Upgrade => {
+                let path = config.start.upgrade_socket.as_deref().ok_or_else(|| {
+                    StartError::NoUpgradeSocket {
+                        config: config_path.clone(),
+                    }
+                })?;
+                let (predecessor, sockets) = Predecessor::connect(path).await?;
+                tracing::info!(
+                    predecessor.pid = predecessor.pid(),
+                    sockets = sockets.len(),
+                    "upgrade: received the listening sockets"
+                );
+                let inherited =
+                    Inherited::from_predecessor(sockets).map_err(|source| UpgradeError::Io {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                (inherited, Some(predecessor))
+            }
+        };
         let mut listeners = Vec::with_capacity(config.start.listeners.len());
         for listener in &config.start.listeners {
-            let socket = bind(listener.addr).await?;
+            let socket = inherited.open(listener.addr)?;
             listeners.push((socket, listener.proxy_protocol.clone()));
         }
         let mut http_listeners = Vec::with_capacity(config.start.http_listeners.len());
         for addr in &config.start.http_listeners {
-            http_listeners.push(bind(*addr).await?);
+            http_listeners.push(inherited.open(*addr)?);
         }
         let admin = match config.start.admin {
-            Some(addr) => Some(bind(addr).await?),
+            Some(addr) => Some(inherited.open(addr)?),
             None => None,
         };
+        inherited.finish()?;
         let metrics = Arc::new(Metrics::new());
         // Backend names are looked up on a blocking thread, not on this async worker.
         let answers = Answers::lookup(Snapshot::names_to_look_up(&config, None)).await;
@@ -121,6 +181,7 @@ impl Server {
             listeners,
             http_listeners,
             admin,
+            predecessor,
             config_path,
             reloader,
             trigger,
@@ -165,7 +226,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets open connections finish
-    /// for up to the configured drain time, and closes the rest.
+    /// for up to the configured drain time, and closes the rest. A successor that takes the
+    /// sockets over (`upgrade.socket`) ends serving the same way, except that the admin
+    /// listener stops at once: it is the successor's from then on.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let rt = self.runtime;
         let snapshot = rt.snapshot.load_full();
@@ -176,65 +239,180 @@ impl Server {
             tasks: TaskTracker::new(),
         };
         let admin_stop = CancellationToken::new();
-        // Redirects point at the first TLS listener's port (443 is left out of the URL).
+        let mut handed = Vec::new();
         let https_port = self
             .listeners
             .first()
             .and_then(|(l, _)| l.local_addr().ok())
             .map_or(443, |a| a.port());
-        for listener in self.http_listeners {
-            let Ok(addr) = listener.local_addr() else {
-                continue;
-            };
-            tracing::info!(listener.addr = %addr, "redirecting plain HTTP to https");
-            let info = Arc::new(ListenerInfo {
-                addr,
-                proxy_protocol: None,
-                kind: ListenerKind::Redirect { https_port },
-            });
+        let redirects = self.http_listeners.into_iter().map(|l| {
+            let kind = ListenerKind::Redirect { https_port };
+            (l, None, kind)
+        });
+        let tls = self
+            .listeners
+            .into_iter()
+            .map(|(l, proxy)| (l, proxy, ListenerKind::Tls));
+        let mut accepting = Vec::new();
+        for (listener, proxy_protocol, kind) in redirects.chain(tls) {
             let (rt, limit) = (Arc::clone(&rt), Arc::clone(&limit));
-            tokio::spawn(accept_loop(listener, info, rt, limit, life.clone()));
-        }
-        for (listener, proxy_protocol) in self.listeners {
-            let Ok(addr) = listener.local_addr() else {
-                continue;
-            };
-            tracing::info!(listener.addr = %addr, "accepting TLS connections");
-            let info = Arc::new(ListenerInfo {
-                addr,
-                proxy_protocol,
-                kind: ListenerKind::Tls,
-            });
-            tokio::spawn(accept_loop(
+            if let Some(task) = accept(
                 listener,
-                info,
-                Arc::clone(&rt),
-                Arc::clone(&limit),
-                life.clone(),
-            ));
+                proxy_protocol,
+                kind,
+                rt,
+                limit,
+                &life,
+                &mut handed,
+            ) {
+                accepting.push(task);
+            }
+        }
+        let successor = self.predecessor.is_some();
+        if let Some(predecessor) = self.predecessor {
+            // The admin listener and the upgrade socket are served only once the predecessor
+            // no longer serves them.
+            match predecessor.take_over().await {
+                Ok(()) => tracing::info!("upgrade: the previous process stopped accepting"),
+                Err(e) => {
+                    tracing::error!(error = %e, "upgrade: the previous process did not confirm it stopped accepting; serving anyway")
+                }
+            }
         }
         if let Some(admin) = self.admin {
             if let Ok(addr) = admin.local_addr() {
                 tracing::info!(admin.addr = %addr, "serving /metrics /healthz /readyz");
             }
+            if let Ok(fd) = admin.as_fd().try_clone_to_owned() {
+                handed.push(Handed { role: "admin", fd });
+            }
             let draining = life.stop_accepting.clone();
-            tokio::spawn(crate::admin::serve(
+            accepting.push(tokio::spawn(crate::admin::serve(
                 admin,
                 Arc::clone(&rt),
                 draining,
                 admin_stop.clone(),
-            ));
+            )));
         }
-        let upkeep = tokio::spawn(upkeep(Arc::clone(&rt)));
-        let health = tokio::spawn(crate::upstream::probe::run(Arc::clone(&rt)));
-        let sweep = tokio::spawn(crate::http::client::sweep_idle(Arc::clone(&rt)));
-        let dns_refresh = tokio::spawn(crate::upstream::dns::run(
-            Arc::clone(&rt),
-            snapshot.config.start.reload.dns_refresh,
+        let (handover_tx, mut handover_rx) = mpsc::channel::<Handover>(1);
+        let upgrade_stop = CancellationToken::new();
+        let upgrade_socket = snapshot.config.start.upgrade_socket.clone();
+        if let Some(path) = &upgrade_socket {
+            match upgrade::listen(path, successor).await {
+                Ok(listener) => drop(tokio::spawn(upgrade::serve(
+                    listener,
+                    path.clone(),
+                    handed,
+                    handover_tx,
+                    Arc::clone(&rt.metrics),
+                    upgrade_stop.clone(),
+                ))),
+                Err(e) => {
+                    tracing::error!(error = %e, "upgrades are off: cannot open the upgrade socket")
+                }
+            }
+        }
+        let background = Background::spawn(&rt, &snapshot, &self.trigger);
+        let watcher = tokio::spawn(watch::run(
+            self.reloader,
+            snapshot.config.start.reload,
+            self.signals,
+            admin_stop.clone(),
         ));
+        notify_systemd(sd_notify::NotifyState::Ready);
+        let handover = tokio::select! {
+            () = shutdown => None,
+            Some(done) = handover_rx.recv() => Some(done),
+        };
+        notify_systemd(sd_notify::NotifyState::Stopping);
+        upgrade_stop.cancel();
+        background.acme_stop.cancel();
+        if let Some(done) = handover {
+            // The successor accepts from now on: stop every accept loop, admin included, and
+            // only then confirm, so the two never serve the admin socket together.
+            life.stop_accepting.cancel();
+            admin_stop.cancel();
+            for task in accepting {
+                let _ = task.await;
+            }
+            let _ = done.send(());
+        } else if let Some(path) = &upgrade_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        drain(&life, rt.snapshot.load().timeouts.drain).await;
+        background.stop().await;
+        admin_stop.cancel();
+        let _ = watcher.await;
+    }
+}
+
+/// Spawns the accept loop of one listener, and adds a duplicate of its socket to `handed`.
+fn accept(
+    listener: TcpListener,
+    proxy_protocol: Option<ProxyInput>,
+    kind: ListenerKind,
+    rt: Arc<Runtime>,
+    limit: Arc<Semaphore>,
+    life: &Lifecycle,
+    handed: &mut Vec<Handed>,
+) -> Option<JoinHandle<()>> {
+    let addr = listener.local_addr().ok()?;
+    let role = match kind {
+        ListenerKind::Tls => {
+            tracing::info!(listener.addr = %addr, "accepting TLS connections");
+            "tls"
+        }
+        ListenerKind::Redirect { .. } => {
+            tracing::info!(listener.addr = %addr, "redirecting plain HTTP to https");
+            "redirect"
+        }
+    };
+    if let Ok(fd) = listener.as_fd().try_clone_to_owned() {
+        handed.push(Handed { role, fd });
+    }
+    let info = Arc::new(ListenerInfo {
+        addr,
+        proxy_protocol,
+        kind,
+    });
+    Some(tokio::spawn(accept_loop(
+        listener,
+        info,
+        rt,
+        limit,
+        life.clone(),
+    )))
+}
+
+/// Tells systemd (`Type=notify`) how the service is doing; a no-op without `NOTIFY_SOCKET`.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// The tasks beside the accept loops: upkeep, health probes, the idle-connection sweep, DNS
+/// refresh and the ACME client.
+struct Background {
+    tasks: Vec<JoinHandle<()>>,
+    acme: Option<std::thread::JoinHandle<()>>,
+    acme_stop: CancellationToken,
+}
+
+impl Background {
+    fn spawn(rt: &Arc<Runtime>, snapshot: &Snapshot, trigger: &ReloadTrigger) -> Self {
+        let tasks = vec![
+            tokio::spawn(upkeep(Arc::clone(rt))),
+            tokio::spawn(crate::upstream::probe::run(Arc::clone(rt))),
+            tokio::spawn(crate::http::client::sweep_idle(Arc::clone(rt))),
+            tokio::spawn(crate::upstream::dns::run(
+                Arc::clone(rt),
+                snapshot.config.start.reload.dns_refresh,
+            )),
+        ];
         let acme_stop = CancellationToken::new();
         let acme = snapshot.config.start.acme.clone().and_then(|settings| {
-            let manager = Manager::new(Arc::clone(&rt), settings, self.trigger.clone());
+            let manager = Manager::new(Arc::clone(rt), settings, trigger.clone());
             match manager.spawn(acme_stop.clone()) {
                 Ok(thread) => Some(thread),
                 Err(e) => {
@@ -243,47 +421,22 @@ impl Server {
                 }
             }
         });
-        let watcher = tokio::spawn(watch::run(
-            self.reloader,
-            snapshot.config.start.reload,
-            self.signals,
-            admin_stop.clone(),
-        ));
-        shutdown.await;
-        acme_stop.cancel();
-        drain(&life, rt.snapshot.load().timeouts.drain).await;
-        if let Some(acme) = acme {
+        Self {
+            tasks,
+            acme,
+            acme_stop,
+        }
+    }
+
+    /// Waits for the ACME client (cancelled before) and stops the rest.
+    async fn stop(self) {
+        if let Some(acme) = self.acme {
             let _ = tokio::task::spawn_blocking(move || acme.join()).await;
         }
-        upkeep.abort();
-        health.abort();
-        sweep.abort();
-        dns_refresh.abort();
-        admin_stop.cancel();
-        let _ = watcher.await;
+        for task in self.tasks {
+            task.abort();
+        }
     }
-}
-
-/// Pending-connection queue per listener (the kernel caps it at `net.core.somaxconn`).
-const BACKLOG: u32 = 4096;
-
-/// Binds a listener with `SO_REUSEPORT`, so a new tlsedge (an upgrade, a config needing a
-/// restart) can bind the same address while the old one drains: no connection is refused in
-/// between.
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    };
-    socket
-        .and_then(|s| {
-            s.set_reuseaddr(true)?;
-            s.set_reuseport(true)?;
-            s.bind(addr)?;
-            s.listen(BACKLOG)
-        })
-        .map_err(|source| StartError::Bind { addr, source })
 }
 
 async fn drain(life: &Lifecycle, limit: Duration) {

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use super::names::{
     ACCEPT_ERRORS, BACKEND_CONNECT_ERRORS, BACKEND_STATE_CHANGES, BACKEND_TLS_ERRORS,
     HANDSHAKE_FAILURES, HEALTH_CHECK_FAILURES, LOCAL_ERRORS, PROXY_PROTOCOL_ERRORS, RESOLVE_ERRORS,
+    UPGRADES,
 };
 use super::{HandshakeFailure, Metrics, Outcome};
 use crate::conn::accept::{Negotiated, Refusal};
@@ -203,6 +204,18 @@ pub fn backend_changed(m: &Metrics, host: &str, backend: &str, up: bool) {
 pub fn accept_failed(m: &Metrics, listener: SocketAddr, error: &std::io::Error) {
     tracing::warn!(listener.addr = %listener, error = %error, "accept failed, backing off");
     m.with(|| counter!(ACCEPT_ERRORS).increment(1));
+}
+
+/// A successor took over the listening sockets: this process drains and exits.
+pub fn upgrade_handed_over(m: &Metrics, socket: &std::path::Path) {
+    tracing::info!(upgrade.socket = %socket.display(), "upgrade: the new process took over the sockets; draining");
+    m.with(|| counter!(UPGRADES, "result" => "completed").increment(1));
+}
+
+/// A successor went away, or never said it was ready: this process keeps serving.
+pub fn upgrade_aborted(m: &Metrics, socket: &std::path::Path, error: &std::io::Error) {
+    tracing::warn!(upgrade.socket = %socket.display(), error = %error, "upgrade aborted; still serving");
+    m.with(|| counter!(UPGRADES, "result" => "aborted").increment(1));
 }
 
 fn millis(d: Duration) -> u64 {

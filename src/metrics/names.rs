@@ -86,9 +86,17 @@ pub const ACCEPT_ERRORS: &str = "tlsedge_accept_errors_total";
 /// health_check; `cause`: emfile, enfile, enobufs, enomem, eaddrnotavail).
 pub const LOCAL_ERRORS: &str = "tlsedge_local_errors_total";
 
+/// In-place upgrade hand-overs by this process to a successor `{result}` (`completed`,
+/// `aborted`).
+pub const UPGRADES: &str = "tlsedge_upgrade_handovers_total";
+
 /// Registers descriptions (HELP lines) for every metric.
 pub(crate) fn describe_all() {
     describe_counter!(HANDSHAKES, "Completed TLS handshakes.");
+    describe_counter!(
+        UPGRADES,
+        "Hand-overs of the listening sockets to a new tlsedge (run --upgrade): completed, or aborted (the successor failed or went away before taking over)."
+    );
     describe_counter!(
         LOCAL_ERRORS,
         "Operations that failed because this process or machine ran out of a resource (file descriptors, buffers, ports); backends are not blamed."
