@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, NamedGroup};
 
 use common::{Backend, ClientOpts, Lb, Metrics, Site, ecdsa, hello, host};
-use tlsedge::tls::tickets::rotate_key_file;
+use tlsedge::tls::tickets::{rotate_key_file, rotate_key_file_at};
 
 const HANDSHAKES: &str = "tlsedge_handshakes_total";
 
@@ -620,4 +620,92 @@ async fn a_short_ticket_rotation_period_is_honoured() {
     eprintln!("three rotations after {took:?}");
     // Three periods of at most 2.2 s each, plus start-up and the scrapes' polling.
     assert!(took < Duration::from_millis(3 * 2_200 + 500), "{took:?}");
+}
+
+/// A fresh client gets a ticket from `from`, then presents it to `to`: whether it resumed.
+async fn ticket_from_resumes_on(site: &Site, from: &Lb, to: &Lb) -> bool {
+    let store = AliasStore::new(None);
+    let client = client(site, ClientOpts::default(), Mode::Tls13, &store);
+    hello(from.addr, "app.test", &client).await.expect("first");
+    hello(to.addr, "app.test", &client)
+        .await
+        .expect("second")
+        .resumed
+}
+
+/// The fleet problem staging solves: instance A reads the rotated file at once, instance B
+/// (no watcher) only when told. A must not seal tickets with the new key before its grace has
+/// passed, or B, which does not have it yet, rejects them as `unknown_key`.
+#[tokio::test]
+async fn a_rotation_read_at_different_moments_rejects_no_ticket() {
+    let site = Site::new();
+    let backend = Backend::start("app").await;
+    ecdsa(&site, "app", &["app.test"]);
+    let keys = site.path("keys.txt");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    rotate_key_file_at(&keys, 3, hour_ago).expect("key file");
+    // A 2 s grace keeps the test short; it waits for it to pass once, by polling.
+    let sessions = "sessions: { ticket_key_file: keys.txt, ticket_key_grace: 2s }\n";
+    let hosts = host(&["app.test"], &["app"], &[backend.addr], "");
+    let write = |name: &str, reload: &str| {
+        site.write(
+            name,
+            &format!("listeners: [\"127.0.0.1:0\"]\nadmin: {{ bind: \"127.0.0.1:0\" }}\n{reload}{sessions}hosts:\n{hosts}"),
+        );
+        site.path(name)
+    };
+    let a = Lb::start(&write("a.yaml", RELOAD)).await;
+    let b = Lb::start(&write("b.yaml", "reload: { watch: false }\n")).await;
+    assert!(ticket_from_resumes_on(&site, &a, &b).await);
+
+    rotate_key_file(&keys, 3).expect("rotate");
+    a.wait_metric("tlsedge_ticket_keys_loaded", &[], 2.0).await;
+    let m = a.metrics().await;
+    assert_eq!(m.value("tlsedge_ticket_keys_staged", &[]), 1.0);
+    assert_eq!(
+        b.metrics().await.value("tlsedge_ticket_keys_loaded", &[]),
+        1.0
+    );
+    // B has not read the file: A's new tickets must still be sealed with the old key.
+    for _ in 0..5 {
+        assert!(
+            ticket_from_resumes_on(&site, &a, &b).await,
+            "A → B during the grace"
+        );
+        assert!(
+            ticket_from_resumes_on(&site, &b, &a).await,
+            "B → A during the grace"
+        );
+    }
+
+    assert!(b.trigger.reload());
+    b.wait_metric("tlsedge_ticket_keys_loaded", &[], 2.0).await;
+    // Both show the age written in the file, though they read it at different moments.
+    let age = |m: &Metrics| m.value("tlsedge_ticket_key_age_seconds", &[]);
+    let (age_a, age_b) = (age(&a.metrics().await), age(&b.metrics().await));
+    assert!((age_a - age_b).abs() <= 1.0, "{age_a} vs {age_b}");
+    assert!(age_a < 60.0, "the newest key is the one just made: {age_a}");
+
+    common::wait_for("the grace passes", Duration::from_secs(5), || async {
+        a.metrics().await.value("tlsedge_ticket_keys_staged", &[]) == 0.0
+            && b.metrics().await.value("tlsedge_ticket_keys_staged", &[]) == 0.0
+    })
+    .await;
+    assert!(
+        ticket_from_resumes_on(&site, &a, &b).await,
+        "A → B after the grace"
+    );
+    assert!(
+        ticket_from_resumes_on(&site, &b, &a).await,
+        "B → A after the grace"
+    );
+    for lb in [&a, &b] {
+        let m = lb.metrics().await;
+        let unknown = [("reason", "unknown_key")];
+        assert_eq!(m.value("tlsedge_ticket_rejections_total", &unknown), 0.0);
+        assert_eq!(
+            m.value("tlsedge_ticket_key_rotation_period_seconds", &[]),
+            21600.0
+        );
+    }
 }
