@@ -239,7 +239,10 @@ impl Server {
             tasks: TaskTracker::new(),
         };
         let admin_stop = CancellationToken::new();
-        let mut handed = Vec::new();
+        let upgrade_socket = snapshot.config.start.upgrade_socket.clone();
+        // Duplicates of the sockets, for a successor; only kept with upgrades on, as they keep
+        // a socket listening after its accept loop ended.
+        let mut handed = upgrade_socket.as_ref().map(|_| Vec::new());
         let https_port = self
             .listeners
             .first()
@@ -283,9 +286,7 @@ impl Server {
             if let Ok(addr) = admin.local_addr() {
                 tracing::info!(admin.addr = %addr, "serving /metrics /healthz /readyz");
             }
-            if let Ok(fd) = admin.as_fd().try_clone_to_owned() {
-                handed.push(Handed { role: "admin", fd });
-            }
+            keep_for_successor(&admin, "admin", &mut handed);
             let draining = life.stop_accepting.clone();
             accepting.push(tokio::spawn(crate::admin::serve(
                 admin,
@@ -296,8 +297,7 @@ impl Server {
         }
         let (handover_tx, mut handover_rx) = mpsc::channel::<Handover>(1);
         let upgrade_stop = CancellationToken::new();
-        let upgrade_socket = snapshot.config.start.upgrade_socket.clone();
-        if let Some(path) = &upgrade_socket {
+        if let (Some(path), Some(handed)) = (&upgrade_socket, handed) {
             match upgrade::listen(path, successor).await {
                 Ok(listener) => drop(tokio::spawn(upgrade::serve(
                     listener,
@@ -354,7 +354,7 @@ fn accept(
     rt: Arc<Runtime>,
     limit: Arc<Semaphore>,
     life: &Lifecycle,
-    handed: &mut Vec<Handed>,
+    handed: &mut Option<Vec<Handed>>,
 ) -> Option<JoinHandle<()>> {
     let addr = listener.local_addr().ok()?;
     let role = match kind {
@@ -367,9 +367,7 @@ fn accept(
             "redirect"
         }
     };
-    if let Ok(fd) = listener.as_fd().try_clone_to_owned() {
-        handed.push(Handed { role, fd });
-    }
+    keep_for_successor(&listener, role, handed);
     let info = Arc::new(ListenerInfo {
         addr,
         proxy_protocol,
@@ -382,6 +380,19 @@ fn accept(
         limit,
         life.clone(),
     )))
+}
+
+/// Adds a duplicate of `listener` to `handed`, if upgrades are on.
+fn keep_for_successor(
+    listener: &TcpListener,
+    role: &'static str,
+    handed: &mut Option<Vec<Handed>>,
+) {
+    let Some(handed) = handed else { return };
+    match listener.as_fd().try_clone_to_owned() {
+        Ok(fd) => handed.push(Handed { role, fd }),
+        Err(e) => tracing::warn!(error = %e, role, "cannot keep a socket for upgrades"),
+    }
 }
 
 /// Tells systemd (`Type=notify`) how the service is doing; a no-op without `NOTIFY_SOCKET`.

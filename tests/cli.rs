@@ -310,3 +310,43 @@ async fn out_of_file_descriptors_backs_off_and_recovers() {
     let errors = common::Metrics(text).value("tlsedge_accept_errors_total", &[]);
     assert!(errors >= 1.0, "accept errors {errors}");
 }
+
+/// A key readable by others is a warning; one readable by tlsedge's own group is the deliberate
+/// setup of certbot's deploy hook and of Kubernetes Secret volumes, and is not; one readable by
+/// a group tlsedge is not in is again.
+#[test]
+fn check_warns_about_keys_others_can_read() {
+    use std::os::unix::fs::MetadataExt;
+    let site = Site::new();
+    ecdsa(&site, "app", &["app.test"]);
+    let config = site.config(&format!(
+        "hosts:\n{}",
+        host(
+            &["app.test"],
+            &["app"],
+            &["127.0.0.1:9".parse().unwrap()],
+            ""
+        )
+    ));
+    let key = site.path("app.key");
+    let warned = || {
+        let out = tlsedge("check", &config);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).contains("app.key is readable by others")
+    };
+    common::set_mode(&key, 0o600);
+    assert!(!warned(), "0600");
+    common::set_mode(&key, 0o640);
+    let own = std::fs::metadata(&key).unwrap().gid();
+    assert!(!warned(), "0640 with tlsedge's own group {own}");
+    common::set_mode(&key, 0o604);
+    assert!(warned(), "0604");
+    // A group this process is not in: only root can give the file to it.
+    let foreign = 65_534;
+    if own != foreign && std::os::unix::fs::chown(&key, None, Some(foreign)).is_ok() {
+        common::set_mode(&key, 0o640);
+        assert!(warned(), "0640 with group {foreign}");
+    } else {
+        println!("skipped the foreign-group case: cannot chgrp (not root)");
+    }
+}

@@ -243,8 +243,10 @@ pub enum Issue {
         /// Why.
         reason: String,
     },
-    /// A private key file is readable by group or others.
-    #[error("private key {path} is readable by group or others (mode {mode:o})")]
+    /// A private key file is readable by others, or by a group this process is not in.
+    #[error(
+        "private key {path} is readable by others or by a group tlsedge is not in (mode {mode:o})"
+    )]
     KeyPermissions {
         /// The key file.
         path: String,

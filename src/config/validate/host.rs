@@ -281,11 +281,16 @@ impl Validator<'_> {
         (!failed).then_some(loaded)
     }
 
+    /// Warns about a key others can read, or a group other than this process's own. A key
+    /// readable by the service's group is the deliberate pattern of certbot's deploy hook and of
+    /// Kubernetes Secret volumes with `fsGroup` (0440 root:fsGroup).
     fn check_key_permissions(&mut self, scope: Scope, place: &str, key: &Path) {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         if let Ok(meta) = std::fs::metadata(key) {
             let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o044 != 0 {
+            let others = mode & 0o004 != 0;
+            let foreign_group = mode & 0o040 != 0 && !is_own_group(meta.gid());
+            if others || foreign_group {
                 let issue = Issue::KeyPermissions {
                     path: key.display().to_string(),
                     mode,
@@ -382,4 +387,11 @@ pub(super) fn policy(raw: BalancePolicy) -> Policy {
         BalancePolicy::P2c => Policy::P2c,
         BalancePolicy::HashClientIp => Policy::HashClientIp,
     }
+}
+
+/// Whether `gid` is this process's effective group or one of its supplementary groups.
+fn is_own_group(gid: u32) -> bool {
+    use rustix::process::{Gid, getegid, getgroups};
+    let gid = Gid::from_raw(gid);
+    getegid() == gid || getgroups().is_ok_and(|groups| groups.contains(&gid))
 }
