@@ -1,8 +1,10 @@
 //! tlsedge: a TLS-terminating load balancer for many domains.
 //!
 //! A tour, in the order a connection travels:
-//! - [`server`] binds the listeners and runs the accept loops ([`conn::listener`]), the admin
-//!   listener ([`admin`]) and graceful shutdown (drain, then the abort at the deadline);
+//! - [`server`] opens the listeners ([`sockets`]: passed by systemd or by the tlsedge being
+//!   replaced, else bound) and runs the accept loops ([`conn::listener`]), the admin listener
+//!   ([`admin`]) and graceful shutdown (drain, then the abort at the deadline), or the hand-over
+//!   of every socket to a successor ([`upgrade`]);
 //! - each connection is one [`conn::serve`] pipeline over any stream: it loads the current
 //!   [`snapshot::Snapshot`] once from the [`runtime::Runtime`]'s `ArcSwap`, reads the PROXY
 //!   header on listeners behind a load balancer ([`conn::proxy_protocol`]), applies the
