@@ -239,6 +239,9 @@ impl Server {
             tasks: TaskTracker::new(),
         };
         let admin_stop = CancellationToken::new();
+        // Turns `/readyz` to 503: on shutdown, not on a hand-over, after which the successor
+        // answers.
+        let draining = CancellationToken::new();
         let upgrade_socket = snapshot.config.start.upgrade_socket.clone();
         // Duplicates of the sockets, for a successor; only kept with upgrades on, as they keep
         // a socket listening after its accept loop ended.
@@ -287,26 +290,29 @@ impl Server {
                 tracing::info!(admin.addr = %addr, "serving /metrics /healthz /readyz");
             }
             keep_for_successor(&admin, "admin", &mut handed);
-            let draining = life.stop_accepting.clone();
             accepting.push(tokio::spawn(crate::admin::serve(
                 admin,
                 Arc::clone(&rt),
-                draining,
+                draining.clone(),
                 admin_stop.clone(),
             )));
         }
         let (handover_tx, mut handover_rx) = mpsc::channel::<Handover>(1);
         let upgrade_stop = CancellationToken::new();
+        let mut upgrades = None;
         if let (Some(path), Some(handed)) = (&upgrade_socket, handed) {
             match upgrade::listen(path, successor).await {
-                Ok(listener) => drop(tokio::spawn(upgrade::serve(
-                    listener,
-                    path.clone(),
-                    handed,
-                    handover_tx,
-                    Arc::clone(&rt.metrics),
-                    upgrade_stop.clone(),
-                ))),
+                Ok(listener) => {
+                    tracing::info!(upgrade.socket = %path.display(), "accepting upgrades");
+                    upgrades = Some(tokio::spawn(upgrade::serve(
+                        listener,
+                        path.clone(),
+                        handed,
+                        handover_tx,
+                        Arc::clone(&rt.metrics),
+                        upgrade_stop.clone(),
+                    )));
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "upgrades are off: cannot open the upgrade socket")
                 }
@@ -325,7 +331,6 @@ impl Server {
             Some(done) = handover_rx.recv() => Some(done),
         };
         notify_systemd(sd_notify::NotifyState::Stopping);
-        upgrade_stop.cancel();
         background.acme_stop.cancel();
         if let Some(done) = handover {
             // The successor accepts from now on: stop every accept loop, admin included, and
@@ -336,8 +341,17 @@ impl Server {
                 let _ = task.await;
             }
             let _ = done.send(());
-        } else if let Some(path) = &upgrade_socket {
-            let _ = std::fs::remove_file(path);
+        } else {
+            draining.cancel();
+            upgrade_stop.cancel();
+            if let Some(path) = &upgrade_socket {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        // The upgrade task ends once it has confirmed to the successor (which waits for that),
+        // or at once on `upgrade_stop`.
+        if let Some(upgrades) = upgrades {
+            let _ = tokio::time::timeout(Duration::from_secs(10), upgrades).await;
         }
         drain(&life, rt.snapshot.load().timeouts.drain).await;
         background.stop().await;

@@ -153,19 +153,24 @@ impl Predecessor {
             source,
         };
         self.stream.write_all(READY).await.map_err(io)?;
-        let mut reply = [0; STOPPED.len()];
-        tokio::time::timeout(STOP_TIMEOUT, self.stream.read_exact(&mut reply))
+        expect(&mut self.stream, STOPPED, STOP_TIMEOUT)
             .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-            .map_err(io)?;
-        if reply != STOPPED {
-            return Err(UpgradeError::Protocol {
-                path: self.path,
-                what: "expected `stopped`",
-            });
-        }
-        Ok(())
+            .map_err(io)
     }
+}
+
+/// Reads exactly `message` within `limit`; anything else is an error.
+async fn expect(stream: &mut UnixStream, message: &[u8], limit: Duration) -> io::Result<()> {
+    let mut got = vec![0; message.len()];
+    tokio::time::timeout(limit, stream.read_exact(&mut got))
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+    if got != message {
+        let expected = String::from_utf8_lossy(message);
+        let what = format!("expected {:?}", expected.trim_end());
+        return Err(io::Error::new(io::ErrorKind::InvalidData, what));
+    }
+    Ok(())
 }
 
 /// Reads the length-prefixed header and the sockets attached to it.
@@ -256,7 +261,12 @@ pub async fn serve(
                 }
             },
         };
-        match hand_over(stream, &sockets, &handover).await {
+        // A shutdown interrupts a successor that has not said `ready` yet.
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            result = hand_over(stream, &sockets, &handover) => result,
+        };
+        match result {
             Ok(()) => {
                 events::upgrade_handed_over(&metrics, &path);
                 return;
@@ -271,27 +281,9 @@ async fn hand_over(
     sockets: &[Handed],
     handover: &mpsc::Sender<Handover>,
 ) -> io::Result<()> {
-    let mut hello = [0; HELLO.len()];
-    tokio::time::timeout(REPLY_TIMEOUT, stream.read_exact(&mut hello))
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
-    if hello != HELLO {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a tlsedge upgrade request",
-        ));
-    }
+    expect(&mut stream, HELLO, REPLY_TIMEOUT).await?;
     send(&mut stream, sockets).await?;
-    let mut ready = [0; READY.len()];
-    tokio::time::timeout(READY_TIMEOUT, stream.read_exact(&mut ready))
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
-    if ready != READY {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "expected `ready`",
-        ));
-    }
+    expect(&mut stream, READY, READY_TIMEOUT).await?;
     let (done, stopped) = oneshot::channel();
     handover
         .send(done)

@@ -22,13 +22,18 @@ impl Proc {
             .spawn()
             .expect("start tlsedge");
         let (tx, lines) = mpsc::channel();
+        let pid = child.id();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let tx = tx.clone();
             std::thread::spawn(move || {
+                let echo = std::env::var_os("TLSEDGE_TEST_ECHO").is_some();
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if echo {
+                        eprintln!("[{pid}] {line}");
+                    }
                     let _ = tx.send(line);
                 }
             });
