@@ -2,7 +2,7 @@
 //! the process-wide TLS state, and the metrics registry.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -30,6 +30,9 @@ pub struct Runtime {
     pub challenges: Arc<Challenges>,
     generation: AtomicU64,
     last_success: AtomicU64,
+    /// Whether the files as they are now were accepted (false after a rejected reload, until
+    /// one is applied).
+    files_ok: AtomicBool,
     epoch: Instant,
 }
 
@@ -51,6 +54,7 @@ impl Runtime {
             challenges: Arc::default(),
             generation: AtomicU64::new(1),
             last_success: AtomicU64::new(0),
+            files_ok: AtomicBool::new(true),
             epoch: Instant::now(),
         };
         rt.mark_success();
@@ -89,6 +93,17 @@ impl Runtime {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.last_success.store(now, Ordering::Relaxed);
+        self.files_ok.store(true, Ordering::Relaxed);
+    }
+
+    /// Records that a reload was rejected: the files on disk are not what is served.
+    pub fn mark_rejected(&self) {
+        self.files_ok.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the last configuration load that did something was applied (not rejected).
+    pub fn last_load_ok(&self) -> bool {
+        self.files_ok.load(Ordering::Relaxed)
     }
 
     /// Unix time of the last applied configuration load.

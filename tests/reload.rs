@@ -336,12 +336,16 @@ async fn invalid_yaml_rejects_the_whole_reload() {
     );
     assert_eq!(m.value(RELOADS, &[("result", "applied")]), applied);
     assert_eq!(s.lb.generation(), generation);
+    // The rechecks said `unchanged`; the gauge still says the files are not served.
+    assert_eq!(m.value("tlsedge_config_last_reload_successful", &[]), 0.0);
     // Fixing the file applies everything, the new certificate included.
     s.site.write("tlsedge.yaml", &good_yaml);
     wait_serial(s.lb.addr, "app.test", &s.client, &new.serial, ROTATION).await;
     assert_eq!(s.lb.generation(), generation + 1);
     s.lb.wait_metric(RELOADS, &[("result", "applied")], applied + 1.0)
         .await;
+    let m = s.lb.metrics().await;
+    assert_eq!(m.value("tlsedge_config_last_reload_successful", &[]), 1.0);
 }
 
 /// One handshake of a client loop.

@@ -45,6 +45,9 @@ pub const PANICS: &str = "tlsedge_panics_total";
 pub const HOST_CERT_STALE: &str = "tlsedge_host_certificate_stale";
 /// Unix time of the last applied configuration load.
 pub const CONFIG_LAST_SUCCESS: &str = "tlsedge_config_last_reload_success_timestamp_seconds";
+/// 1 while the configuration files are what is served, 0 after a rejected reload until one
+/// applies.
+pub const CONFIG_LAST_OK: &str = "tlsedge_config_last_reload_successful";
 /// Ticket keys loaded.
 pub const TICKET_KEYS_LOADED: &str = "tlsedge_ticket_keys_loaded";
 /// Presented tickets that did not resume `{reason}`.

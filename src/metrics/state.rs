@@ -46,7 +46,7 @@ pub(crate) fn render(rt: &Runtime, out: &mut String) {
     header(
         out,
         BACKEND_UP,
-        "1 if the backend is usable, 0 while it cools down after a failure.",
+        "1 if the backend is usable, 0 while it cools down after a failure or fails its health checks.",
     );
     for host in &snapshot.hosts {
         for (backend, label) in host.all_backends() {
@@ -116,6 +116,12 @@ pub(crate) fn render(rt: &Runtime, out: &mut String) {
         "Unix time of the last configuration load that was applied (fully or partially).",
     );
     let _ = writeln!(out, "{CONFIG_LAST_SUCCESS} {}", rt.last_success());
+    header(
+        out,
+        CONFIG_LAST_OK,
+        "1 if the last configuration load was applied, 0 after a rejected one (the previous configuration is still served).",
+    );
+    let _ = writeln!(out, "{CONFIG_LAST_OK} {}", u8::from(rt.last_load_ok()));
 }
 
 fn header(out: &mut String, name: &str, help: &str) {

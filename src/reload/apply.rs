@@ -87,8 +87,10 @@ impl Reloader {
         // Counted even when nothing changed: an operator (and a test) can see that a check
         // ran, and when.
         self.rt.metrics.config_reload(outcome.as_str());
-        if matches!(outcome, Outcome::Applied | Outcome::Partial) {
-            self.rt.mark_success();
+        match outcome {
+            Outcome::Applied | Outcome::Partial => self.rt.mark_success(),
+            Outcome::Rejected => self.rt.mark_rejected(),
+            Outcome::Unchanged => {}
         }
         outcome
     }
