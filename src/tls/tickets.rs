@@ -730,4 +730,22 @@ mod tests {
             ));
         }
     }
+
+    proptest::proptest! {
+        // Deterministic: a fixed seed, and no failure files written.
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 512,
+            failure_persistence: None,
+            rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(20261202),
+            ..proptest::test_runner::Config::default()
+        })]
+        /// A key file is operator input: whatever it holds, parsing returns keys or an error.
+        #[test]
+        fn any_key_file_text_parses_or_is_refused(text in "(?s).{0,400}", key in "[A-Za-z0-9+/=]{60,68}", date in "\\PC{0,40}") {
+            let path = Path::new("tickets.keys");
+            let _ = parse_keys(&text, path);
+            let _ = parse_keys(&format!("{key} {date}\n{text}"), path);
+        }
+    }
 }
