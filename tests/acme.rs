@@ -69,13 +69,19 @@ impl Edge {
         }
     }
 
-    /// Another instance on the same addresses (a fleet behind one IP).
-    fn beside(&self) -> Self {
-        Self {
-            site: Site::new(),
-            targets: self.targets,
-            _reserved: Arc::clone(&self._reserved),
-        }
+    /// Forwards each connection to this edge's ports to the next of `edges`, in turn: a load
+    /// balancer in front of a fleet, so the CA's validations reach either instance.
+    fn balance_to(&self, edges: &[&Self]) -> Vec<tokio::task::JoinHandle<()>> {
+        let pick = |f: fn(&Targets) -> u16| {
+            edges
+                .iter()
+                .map(|e| SocketAddr::from(([127, 0, 0, 1], f(&e.targets))))
+                .collect::<Vec<_>>()
+        };
+        vec![
+            tokio::spawn(round_robin(self.targets.tls, pick(|t| t.tls))),
+            tokio::spawn(round_robin(self.targets.http, pick(|t| t.http))),
+        ]
     }
 
     /// Writes a config with `acme_extra` lines in the `acme:` section and one tcp host per name
@@ -113,6 +119,28 @@ impl Edge {
         }
         let listeners = format!("[\"127.0.0.1:{}\"]", self.targets.tls);
         self.site.config_listeners(&listeners, &body)
+    }
+}
+
+/// Listens on the reserved loopback `port` and relays each connection to the next of `to`.
+async fn round_robin(port: u16, to: Vec<SocketAddr>) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.set_reuseport(true).unwrap();
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .unwrap();
+    let listener = socket.listen(64).unwrap();
+    for next in to.iter().cycle() {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        let next = *next;
+        tokio::spawn(async move {
+            if let Ok(mut server) = tokio::net::TcpStream::connect(next).await {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+        });
     }
 }
 
@@ -505,12 +533,12 @@ async fn a_restart_serves_from_storage_without_ordering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_sharing_storage_order_once() {
     need_pebble!();
-    // Two instances on the same addresses (SO_REUSEPORT, as a fleet behind one IP): the CA's
+    // Two instances behind one address (a load balancer alternating between them): the CA's
     // validation reaches either of them, whichever holds the order.
-    let one = Edge::new();
-    let two = one.beside();
+    let (front, one, two) = (Edge::new(), Edge::new(), Edge::new());
+    let balancer = front.balance_to(&[&one, &two]);
     let backend = Backend::start("app").await;
-    let pebble = Pebble::start(one.targets, PebbleOpts::default());
+    let pebble = Pebble::start(front.targets, PebbleOpts::default());
     let shared = tempfile::tempdir().unwrap();
     let names = ["f1.test", "f2.test"];
     let config_one = one.config_at(&pebble, "", &names, &backend, shared.path());
@@ -530,6 +558,7 @@ async fn instances_sharing_storage_order_once() {
     );
     a.stop().await;
     b.stop().await;
+    balancer.iter().for_each(tokio::task::JoinHandle::abort);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,10 +278,10 @@ async fn max_connections_holds_excess_clients_in_the_backlog() {
     second.write_all(b"ok").await.unwrap();
 }
 
-/// `SO_REUSEPORT`: a second instance binds the same address while the first still runs (an
-/// upgrade or a restart for listener changes), and serves alone once the first has drained.
+/// No `SO_REUSEPORT`: a second instance on the same address is refused (an upgrade hands the
+/// sockets over instead: tests/restarts.rs), and the first keeps serving alone.
 #[tokio::test]
-async fn a_second_instance_can_bind_the_same_port() {
+async fn a_second_instance_on_the_same_port_is_refused() {
     let (site, old, _backend) = start("").await;
     let yaml = std::fs::read_to_string(site.path("tlsedge.yaml")).unwrap();
     let port = old.addr.port();
@@ -289,20 +289,23 @@ async fn a_second_instance_can_bind_the_same_port() {
         "tlsedge.yaml",
         &yaml.replace("127.0.0.1:0\"]", &format!("127.0.0.1:{port}\"]")),
     );
-    let new = Lb::start(&site.path("tlsedge.yaml")).await;
-    assert_eq!(new.addr, old.addr);
+    let error = tlsedge::Server::bind(site.path("tlsedge.yaml"))
+        .await
+        .expect_err("the address is taken");
+    let tlsedge::StartError::Socket(tlsedge::sockets::SocketError::Bind { addr, source }) = &error
+    else {
+        panic!("not a bind error: {error}");
+    };
+    assert_eq!(
+        (*addr, source.kind()),
+        (old.addr, std::io::ErrorKind::AddrInUse)
+    );
     let client = ClientOpts::default().build(&site.ca);
-    old.stop().await;
     for _ in 0..20 {
-        assert_eq!(
-            hello(new.addr, "relay.test", &client)
-                .await
-                .unwrap()
-                .backend,
-            "echo"
-        );
+        let reply = hello(old.addr, "relay.test", &client).await.unwrap();
+        assert_eq!(reply.backend, "echo");
     }
-    let m = new.metrics().await;
+    let m = old.metrics().await;
     assert_eq!(m.value("tlsedge_handshakes_total", &[]), 20.0);
 }
 
