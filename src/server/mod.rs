@@ -3,33 +3,30 @@
 //! on shutdown — or when a successor takes the sockets over ([`crate::upgrade`]) — stop
 //! accepting, drain, then close what is left.
 
+mod serving;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::os::fd::AsFd;
-
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::acme::manager::Manager;
 use crate::config::ProxyInput;
 use crate::config::{self, LoadError};
-use crate::conn::listener::{Lifecycle, accept_loop};
-use crate::conn::{ListenerInfo, ListenerKind};
 use crate::metrics::Metrics;
 use crate::reload::{ReloadTrigger, Reloader, watch};
 use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
 use crate::sockets::{Inherited, SocketError};
 use crate::tls::TlsShared;
-use crate::upgrade::{self, Handed, Handover, Predecessor, UpgradeError};
+use crate::upgrade::{Predecessor, UpgradeError};
 use crate::upstream::dns::Answers;
+use serving::Serving;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -232,48 +229,8 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let rt = self.runtime;
         let snapshot = rt.snapshot.load_full();
-        let limit = Arc::new(Semaphore::new(snapshot.config.start.max_connections));
-        let life = Lifecycle {
-            stop_accepting: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-        };
-        let admin_stop = CancellationToken::new();
-        // Turns `/readyz` to 503: on shutdown, not on a hand-over, after which the successor
-        // answers.
-        let draining = CancellationToken::new();
-        let upgrade_socket = snapshot.config.start.upgrade_socket.clone();
-        // Duplicates of the sockets, for a successor; only kept with upgrades on, as they keep
-        // a socket listening after its accept loop ended.
-        let mut handed = upgrade_socket.as_ref().map(|_| Vec::new());
-        let https_port = self
-            .listeners
-            .first()
-            .and_then(|(l, _)| l.local_addr().ok())
-            .map_or(443, |a| a.port());
-        let redirects = self.http_listeners.into_iter().map(|l| {
-            let kind = ListenerKind::Redirect { https_port };
-            (l, None, kind)
-        });
-        let tls = self
-            .listeners
-            .into_iter()
-            .map(|(l, proxy)| (l, proxy, ListenerKind::Tls));
-        let mut accepting = Vec::new();
-        for (listener, proxy_protocol, kind) in redirects.chain(tls) {
-            let (rt, limit) = (Arc::clone(&rt), Arc::clone(&limit));
-            if let Some(task) = accept(
-                listener,
-                proxy_protocol,
-                kind,
-                rt,
-                limit,
-                &life,
-                &mut handed,
-            ) {
-                accepting.push(task);
-            }
-        }
+        let mut serving = Serving::new(&rt, &snapshot);
+        serving.accept(self.listeners, self.http_listeners);
         let successor = self.predecessor.is_some();
         if let Some(predecessor) = self.predecessor {
             // The admin listener and the upgrade socket are served only once the predecessor
@@ -286,126 +243,28 @@ impl Server {
             }
         }
         if let Some(admin) = self.admin {
-            if let Ok(addr) = admin.local_addr() {
-                tracing::info!(admin.addr = %addr, "serving /metrics /healthz /readyz");
-            }
-            keep_for_successor(&admin, "admin", &mut handed);
-            accepting.push(tokio::spawn(crate::admin::serve(
-                admin,
-                Arc::clone(&rt),
-                draining.clone(),
-                admin_stop.clone(),
-            )));
+            serving.serve_admin(admin);
         }
-        let (handover_tx, mut handover_rx) = mpsc::channel::<Handover>(1);
-        let upgrade_stop = CancellationToken::new();
-        let mut upgrades = None;
-        if let (Some(path), Some(handed)) = (&upgrade_socket, handed) {
-            match upgrade::listen(path, successor).await {
-                Ok(listener) => {
-                    tracing::info!(upgrade.socket = %path.display(), "accepting upgrades");
-                    upgrades = Some(tokio::spawn(upgrade::serve(
-                        listener,
-                        path.clone(),
-                        handed,
-                        handover_tx,
-                        Arc::clone(&rt.metrics),
-                        upgrade_stop.clone(),
-                    )));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "upgrades are off: cannot open the upgrade socket")
-                }
-            }
-        }
+        let mut handovers = serving.open_upgrades(successor).await;
         let background = Background::spawn(&rt, &snapshot, &self.trigger);
         let watcher = tokio::spawn(watch::run(
             self.reloader,
             snapshot.config.start.reload,
             self.signals,
-            admin_stop.clone(),
+            serving.admin_stop.clone(),
         ));
         notify_systemd(sd_notify::NotifyState::Ready);
         let handover = tokio::select! {
             () = shutdown => None,
-            Some(done) = handover_rx.recv() => Some(done),
+            Some(done) = handovers.recv() => Some(done),
         };
         notify_systemd(sd_notify::NotifyState::Stopping);
         background.acme_stop.cancel();
-        if let Some(done) = handover {
-            // The successor accepts from now on: stop every accept loop, admin included, and
-            // only then confirm, so the two never serve the admin socket together.
-            life.stop_accepting.cancel();
-            admin_stop.cancel();
-            for task in accepting {
-                let _ = task.await;
-            }
-            let _ = done.send(());
-        } else {
-            draining.cancel();
-            upgrade_stop.cancel();
-            if let Some(path) = &upgrade_socket {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        // The upgrade task ends once it has confirmed to the successor (which waits for that),
-        // or at once on `upgrade_stop`.
-        if let Some(upgrades) = upgrades {
-            let _ = tokio::time::timeout(Duration::from_secs(10), upgrades).await;
-        }
-        drain(&life, rt.snapshot.load().timeouts.drain).await;
+        serving
+            .stop(handover, rt.snapshot.load().timeouts.drain)
+            .await;
         background.stop().await;
-        admin_stop.cancel();
         let _ = watcher.await;
-    }
-}
-
-/// Spawns the accept loop of one listener, and adds a duplicate of its socket to `handed`.
-fn accept(
-    listener: TcpListener,
-    proxy_protocol: Option<ProxyInput>,
-    kind: ListenerKind,
-    rt: Arc<Runtime>,
-    limit: Arc<Semaphore>,
-    life: &Lifecycle,
-    handed: &mut Option<Vec<Handed>>,
-) -> Option<JoinHandle<()>> {
-    let addr = listener.local_addr().ok()?;
-    let role = match kind {
-        ListenerKind::Tls => {
-            tracing::info!(listener.addr = %addr, "accepting TLS connections");
-            "tls"
-        }
-        ListenerKind::Redirect { .. } => {
-            tracing::info!(listener.addr = %addr, "redirecting plain HTTP to https");
-            "redirect"
-        }
-    };
-    keep_for_successor(&listener, role, handed);
-    let info = Arc::new(ListenerInfo {
-        addr,
-        proxy_protocol,
-        kind,
-    });
-    Some(tokio::spawn(accept_loop(
-        listener,
-        info,
-        rt,
-        limit,
-        life.clone(),
-    )))
-}
-
-/// Adds a duplicate of `listener` to `handed`, if upgrades are on.
-fn keep_for_successor(
-    listener: &TcpListener,
-    role: &'static str,
-    handed: &mut Option<Vec<Handed>>,
-) {
-    let Some(handed) = handed else { return };
-    match listener.as_fd().try_clone_to_owned() {
-        Ok(fd) => handed.push(Handed { role, fd }),
-        Err(e) => tracing::warn!(error = %e, role, "cannot keep a socket for upgrades"),
     }
 }
 
@@ -462,25 +321,6 @@ impl Background {
             task.abort();
         }
     }
-}
-
-async fn drain(life: &Lifecycle, limit: Duration) {
-    life.stop_accepting.cancel();
-    life.tasks.close();
-    let open = life.tasks.len();
-    tracing::info!(connections = open, drain_secs = limit.as_secs(), "draining");
-    if tokio::time::timeout(limit, life.tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            connections = life.tasks.len(),
-            "drain deadline passed, closing remaining connections"
-        );
-        life.abort.cancel();
-        life.tasks.wait().await;
-    }
-    tracing::info!("shutdown complete");
 }
 
 /// Histogram housekeeping every few seconds, and an hourly look at certificate expiry (also
