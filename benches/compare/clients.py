@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
-"""Runs an outside client (wrk or h2load) for benches/compare/http.sh and prints one JSON line
-with the load generator's field names, plus the client's own CPU time (`client_cpu_us`, from
-getrusage of its children) so the noise accounting can tell it from other jobs.
+"""Runs an outside client (wrk, h2load or openssl s_time) for benches/compare/run.sh and
+http.sh and prints one JSON line with the load generator's field names, plus the client's own
+CPU time (`client_cpu_us`, from getrusage of its children) so the noise accounting can tell it
+from other jobs.
 
     clients.py wrk -- wrk -t1 -c50 -d10s -s wrk-json.lua https://a.bench.test:28443/small
     clients.py h2load --log FILE -- h2load -t1 -c50 -m10 -D 10 --log-file=FILE https://...
+    clients.py stime --procs 8 -- openssl s_time -connect 127.0.0.1:28443 -new -time 10 ...
+
+s_time: N copies run in parallel (one s_time is one connection at a time); each prints
+"C connections in S real seconds" and the sum over the copies is `ops`. It has no latency
+figures (p50/p99 are null), and a failed connection ends the copy with an error.
 
 wrk: the last line of its output is the JSON of wrk-json.lua. h2load: parsed from its summary
 ("requests: N total, ... succeeded, F failed, E errored, T timeout", "finished in", the TLS and
@@ -16,6 +22,7 @@ import re
 import resource
 import subprocess
 import sys
+import time
 
 
 def run(cmd):
@@ -88,6 +95,37 @@ def h2load(log, cmd):
     }
 
 
+def stime(procs, cmd):
+    started = time.monotonic()
+    children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for _ in range(procs)]
+    ops, errors = 0, 0
+    for child in children:
+        out, _ = child.communicate()
+        # The first summary line counts user seconds; this one counts connections in real time.
+        found = re.search(r"^(\d+) connections in \d+ real seconds", out, re.M)
+        if child.returncode != 0 or not found:
+            errors += 1
+            sys.stderr.write(out[-1000:])
+            continue
+        ops += int(found.group(1))
+    secs = time.monotonic() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if ops == 0:
+        sys.exit(1)
+    return {
+        "client": "s_time",
+        "ops": ops,
+        "errors": errors,
+        "elapsed_s": round(secs, 3),
+        "ops_per_s": round(ops / secs, 1) if secs else 0,
+        "mb_per_s": None,
+        "p50_us": None,
+        "p99_us": None,
+        "client_cpu_us": int((usage.ru_utime + usage.ru_stime) * 1e6),
+    }
+
+
 def main():
     args = sys.argv[1:]
     if "--" not in args:
@@ -98,6 +136,8 @@ def main():
         result = wrk(cmd)
     elif opts[:1] == ["h2load"] and len(opts) == 3 and opts[1] == "--log":
         result = h2load(opts[2], cmd)
+    elif opts[:1] == ["stime"] and len(opts) == 3 and opts[1] == "--procs":
+        result = stime(int(opts[2]), cmd)
     else:
         sys.exit(__doc__)
     print(json.dumps(result, separators=(",", ":")))

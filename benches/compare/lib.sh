@@ -271,7 +271,7 @@ EOF
 
 CONTENDER_PID=""
 CONTENDER_LOG=""
-# Starts a contender pinned to CPU 0. Args: name (tlsedge, haproxy, nginx) and its
+# Starts a contender pinned to CPU 0. Args: name (tlsedge, haproxy, nginx, floor) and its
 # configuration file (default: $WORK/tlsedge.yaml, $WORK/haproxy/haproxy.cfg,
 # $WORK/nginx/nginx.conf; nginx's prefix is the configuration file's directory).
 start_contender() { # name [config]
@@ -289,6 +289,10 @@ start_contender() { # name [config]
             local conf=${2:-$WORK/nginx/nginx.conf}
             taskset -c $SERVER_CPU nginx -p "$(dirname "$conf")/" -c "$conf" -g 'daemon off;' \
                 >>"$CONTENDER_LOG" 2>&1 &
+            ;;
+        floor)
+            LISTEN_ADDR=127.0.0.1:$TLS_PORT CERT_DIR=$FLOOR_CERTS BACKENDS=127.0.0.1:$BACKEND1,127.0.0.1:$BACKEND2 \
+                taskset -c $SERVER_CPU "$FLOOR" >>"$CONTENDER_LOG" 2>&1 &
             ;;
     esac
     CONTENDER_PID=$!

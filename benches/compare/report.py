@@ -2,7 +2,8 @@
 """Turns the JSON lines written by run.sh into the markdown of benches/RESULTS.md.
 
 Usage: report.py results.jsonl   (environment: the variables run.sh exports)
-Every figure is the median over rounds; ratios are tlsedge (or nginx) divided by HAProxy.
+Every figure is the median over rounds; ratios are tlsedge (or nginx, or the floor) divided by
+HAProxy, and tlsedge divided by the naive rustls floor.
 """
 import json
 import os
@@ -10,8 +11,10 @@ import statistics
 import sys
 from collections import defaultdict
 
-CONTENDERS = ["tlsedge", "haproxy", "nginx"]
-NAMES = {"tlsedge": "tlsedge", "haproxy": "HAProxy", "nginx": "nginx"}
+CONTENDERS = ["tlsedge", "haproxy", "nginx", "floor"]
+NAMES = {"tlsedge": "tlsedge", "haproxy": "HAProxy", "nginx": "nginx", "floor": "floor"}
+# Outside clients beside the load generator: the tag's suffix names the client.
+OUTSIDE = {"stime": "openssl s_time", "wrk": "wrk"}
 
 
 def load(path):
@@ -143,7 +146,7 @@ def main():
         rows,
         env,
         "# tlsedge vs HAProxy vs nginx — benchmark results",
-        "- Client: `benches/loadgen.rs` (rustls, aws-lc-rs), TLS 1.3, key exchange pinned to X25519, cipher TLS13_AES_256_GCM_SHA384, ECDSA P-256 certificates unless the scenario says RSA-2048.",
+        "- Clients: `benches/loadgen.rs` (rustls, aws-lc-rs), TLS 1.3, key exchange pinned to X25519, cipher TLS13_AES_256_GCM_SHA384, ECDSA P-256 certificates unless the scenario says RSA-2048; and outside clients on OpenSSL (Debian's): `openssl s_time` for the `-stime` rows, `wrk` (one thread, SNI from a private /etc/hosts) for the `-wrk` rows, each with the cipher and group it prefers. The floor is `../shared/tools/rustls-floor`, a naive tokio + rustls proxy (ECDSA certificate only: no RSA rows).",
         "- tlsedge ran with `RUST_LOG=warn`: its per-connection `connection closed` log line (level info) off, like HAProxy without `log` and nginx stream without `access_log`.",
     )
     w("")
@@ -158,6 +161,10 @@ def main():
         ("resumed", "new TLS connection per request, resumed (tickets)", "µs / connection"),
         ("keepalive", "50 persistent connections, small request", "µs / request"),
         ("bulk", "4 connections, 1 MiB responses", "µs / MiB response"),
+        ("full-ecdsa-stime", "`openssl s_time -new` ×8 (no SNI: the default host), full handshake, ECDSA P-256, GET /small", "µs / connection"),
+        ("resumed-wrk", "`wrk -c50 -H 'Connection: close'`: new connection per request, resumed (wrk reuses its session)", "µs / connection"),
+        ("keepalive-wrk", "`wrk -c50`, keep-alive, small request", "µs / request"),
+        ("bulk-wrk", "`wrk -c4`, 1 MiB responses (wrk reads in small pieces)", "µs / MiB response"),
     ]
     scen = [s for s in scen if any((s[0], c) in by for c in present)]
     if scen:
@@ -167,13 +174,15 @@ def main():
         w("")
         head = "| scenario | unit | " + " | ".join(NAMES[c] for c in present)
         others = [c for c in present if c != base] if base else []
-        head += "".join(f" | {NAMES[c]} / HAProxy" for c in others) + " |"
+        floor = "floor" in present and "tlsedge" in present
+        head += "".join(f" | {NAMES[c]} / HAProxy" for c in others) + (" | tlsedge / floor" if floor else "") + " |"
         w(head)
-        w("|" + "---|" * (2 + len(present) + len(others)))
+        w("|" + "---|" * (2 + len(present) + len(others) + floor))
         for tag, desc, unit in scen:
             vals = {c: med(tag, c, "server_cpu_us_per_op") for c in present}
             line = f"| {tag}: {desc} | {unit} | " + " | ".join(fmt(vals[c]) + spread(by.get((tag, c), []), "server_cpu_us_per_op") for c in present)
-            line += "".join(f" | {ratio(vals[c], vals[base])}" for c in others) + " |"
+            line += "".join(f" | {ratio(vals[c], vals[base])}" for c in others)
+            line += (f" | {ratio(vals['tlsedge'], vals['floor'])}" if floor else "") + " |"
             w(line)
         w("")
         if any(r.get("server_cpu_irq_us_per_op") is not None for r in rows):
@@ -189,7 +198,7 @@ def main():
         w("| scenario | unit | " + " | ".join(NAMES[c] for c in present) + " | server CPU busy (" + ", ".join(NAMES[c] for c in present) + ") |")
         w("|" + "---|" * (3 + len(present)))
         for tag, desc, _ in scen:
-            key, unit = ("mb_per_s", "MB/s") if tag == "bulk" else ("ops_per_s", "req/s" if tag == "keepalive" else "conn/s")
+            key, unit = ("mb_per_s", "MB/s") if tag.startswith("bulk") else ("ops_per_s", "req/s" if tag.startswith("keepalive") else "conn/s")
             vals = [fmt(med(tag, c, key)) for c in present]
             busy = ", ".join(fmt((med(tag, c, "server_cpu_share") or 0) * 100) + " %" for c in present)
             w(f"| {tag} | {unit} | " + " | ".join(vals) + f" | {busy} |")
@@ -210,14 +219,14 @@ def main():
         w("")
         w("| scenario | " + " | ".join(f"{NAMES[c]} (client)" for c in present) + " | tlsedge server: resumed / full |")
         w("|" + "---|" * (2 + len(present)))
-        for tag in ["full-ecdsa", "full-rsa", "resumed"]:
+        for tag in ["full-ecdsa", "full-rsa", "resumed", "full-ecdsa-stime", "resumed-wrk"]:
             if not any((tag, c) in by for c in present):
                 continue
             cells = []
             for c in present:
                 rs = by.get((tag, c), [])
-                r = sum(x["handshakes_resumed"] for x in rs)
-                t = sum(x["handshakes"] for x in rs)
+                r = sum(x.get("handshakes_resumed", 0) for x in rs)
+                t = sum(x.get("handshakes", 0) for x in rs)
                 cells.append(f"{100 * r / t:.1f} %" if t else "–")
             rs = by.get((tag, "tlsedge"), [])
             sr = sum(x.get("server_resumed") or 0 for x in rs)
@@ -244,7 +253,12 @@ def main():
         w("")
         w("Fresh process, a short warm-up, then K connections opened (handshake + one request each) and held idle; RSS summed over the contender's processes.")
         w("")
-        idle_table(w, by, present, base, idle_tags)
+        floor_ratio = None
+        if "floor" in present and "tlsedge" in present:
+            def floor_ratio(tag):
+                return ratio(median([r.get("kib_per_conn") for r in by.get((tag, "tlsedge"), [])]),
+                             median([r.get("kib_per_conn") for r in by.get((tag, "floor"), [])]))
+        idle_table(w, by, present, base, idle_tags, extra=("tlsedge / floor", floor_ratio) if floor_ratio else None)
     if any(t.startswith("rotation-") for (t, _) in by):
         w("## Scenario 6 (tlsedge): handshakes while a certificate is rotated every 100 ms")
         w("")
@@ -277,7 +291,7 @@ def main():
         w("")
     micro(w, env)
     errors = sum(r.get("errors", 0) for r in rows)
-    w(f"Load generator errors over all runs: {errors}." + ("" if not errors else " First: " + next(r["first_error"] for r in rows if r.get("errors")) + "."))
+    w(f"Load generator errors over all runs: {errors}." + ("" if not errors else " First: " + next((r.get("first_error") or r.get("client", "?") for r in rows if r.get("errors")), "?") + "."))
     w("")
     w("Reproduce: `benches/compare/run.sh` (see `benches/README.md`).")
     print("\n".join(out))

@@ -5,7 +5,7 @@
 #   benches/compare/run.sh --smoke          # ~1 s per scenario, one round: proves it all works
 #   benches/compare/run.sh                  # 5 interleaved rounds of 10 s: writes benches/RESULTS.md
 #
-# Options: --rounds N  --duration SECONDS  --idle "2000 10000"  --only "tlsedge haproxy nginx"
+# Options: --rounds N  --duration SECONDS  --idle "2000 10000"  --only "tlsedge haproxy nginx floor"
 #          --no-extra (skip scenarios 6 and 7)  --keep (keep the work directory)
 #          --micro / --no-micro (run `cargo bench --bench micro` on CPU 0 and add it to the report;
 #          default: on for full runs, off for --smoke)
@@ -13,7 +13,7 @@
 # See benches/README.md for what is measured and how.
 set -euo pipefail
 
-SMOKE=0 ROUNDS=5 DUR=10 IDLE_COUNTS="" ONLY="tlsedge haproxy nginx" EXTRA=1 KEEP=0 MICRO=
+SMOKE=0 ROUNDS=5 DUR=10 IDLE_COUNTS="" ONLY="tlsedge haproxy nginx floor" EXTRA=1 KEEP=0 MICRO=
 while (($#)); do
     case $1 in
         --smoke) SMOKE=1 ;;
@@ -35,15 +35,39 @@ MICRO=${MICRO:-1}
 IDLE_COUNTS=${IDLE_COUNTS:-"2000 10000"}
 
 # Tools, build, PKI, backends and the measuring helpers: see lib.sh.
+EXTRA_TOOLS="wrk unshare"
+HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=benches/compare/lib.sh
-source "$(dirname "$0")/lib.sh"
+source "$HERE/lib.sh"
 # PKI for scenarios 6 and 7 only: a wildcard certificate and two certificates to rotate.
 gen_leaf wildcard ec ca-ecdsa "*.bench.test"
 gen_leaf rot1 ec ca-ecdsa a.bench.test
 gen_leaf rot2 ec ca-ecdsa a.bench.test
 
 # ---------------------------------------------------------------- contenders (CPU 0)
-bench_hosts | write_tlsedge_config "$WORK/tlsedge.yaml"
+# `default_host`: openssl s_time sends no SNI (HAProxy and nginx then serve their first
+# certificate, the floor its a.test one: all a.bench.test's ECDSA certificate).
+{
+    echo "default_host: a.bench.test"
+    bench_hosts
+} | write_tlsedge_config "$WORK/tlsedge.yaml"
+
+# The naive floor (../shared/tools/rustls-floor), built outside the repository. It picks a
+# certificate for the names a.test/b.test only (a.test's for any other name), so both slots
+# get the ECDSA certificate that covers both bench names, as nginx does.
+if [[ " $ONLY " == *" floor "* ]]; then
+    FLOOR_SRC=$(cd "$ROOT/../shared/tools/rustls-floor" && pwd)
+    mkdir -p "$WORK/floor-build" "$WORK/floor-certs"
+    cp -r "$FLOOR_SRC" "$WORK/floor-build/"
+    log "building the floor (rustls-floor; build cached in target/rustls-floor)"
+    (cd "$WORK/floor-build/rustls-floor" && CARGO_TARGET_DIR="$ROOT/target/rustls-floor" nice -n 19 cargo build --release -q)
+    FLOOR="$ROOT/target/rustls-floor/release/rustls-floor"
+    FLOOR_CERTS="$WORK/floor-certs"
+    for n in a b; do
+        cp "$PKI/both.ecdsa.pem" "$FLOOR_CERTS/$n.test.crt"
+        cp "$PKI/both.ecdsa.key" "$FLOOR_CERTS/$n.test.key"
+    done
+fi
 
 haproxy_config "$WORK/haproxy/haproxy.cfg" tcp
 
@@ -71,21 +95,54 @@ stream {
 EOF
 } >"$WORK/nginx/nginx.conf"
 
+# ---------------------------------------------------------------- outside clients (CPU 1)
+# wrk takes the SNI name from the URL: it runs in a private mount namespace whose /etc/hosts
+# maps the bench names to 127.0.0.1 (the machine's /etc/hosts is not touched).
+printf '127.0.0.1 a.bench.test b.bench.test\n' >"$WORK/hosts"
+WITH_NAMES=(unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$WORK/hosts")
+# wrk, one thread. Args: label connections path [header]
+wrk_client() {
+    local header=()
+    [[ -z ${4:-} ]] || header=(-H "$4")
+    taskset -c $CLIENT_CPU python3 "$HERE/clients.py" wrk -- \
+        "${WITH_NAMES[@]}" wrk -t1 -c"$2" -d"${DUR}s" "${header[@]}" -s "$HERE/wrk-json.lua" "https://a.bench.test:$TLS_PORT$3"
+}
+# wrk closing every connection: each request is a new TLS connection, which wrk resumes.
+wrk_close_client() { wrk_client "$1" "$2" "$3" "Connection: close"; }
+# openssl s_time -new (full handshakes, no SNI), N copies in parallel. Args: label copies
+stime_client() {
+    taskset -c $CLIENT_CPU python3 "$HERE/clients.py" stime --procs "$2" -- \
+        openssl s_time -connect "127.0.0.1:$TLS_PORT" -new -www /small -time "$DUR" -no-CAfile -no-CApath -no-CAstore
+}
+
 # ---------------------------------------------------------------- scenarios 1-5, interleaved
+# `tag|args` runs the load generator; `tag|client|args` an outside client.
 SCENARIOS=(
     "full-ecdsa|full --sig ecdsa --workers 16"
     "full-rsa|full --sig rsa --workers 16"
     "resumed|resumed --sig ecdsa --workers 8"
     "keepalive|keepalive --conns 50"
     "bulk|bulk --conns 4 --path /1m"
+    "full-ecdsa-stime|stime_client|8"
+    "resumed-wrk|wrk_close_client|50 /small"
+    "keepalive-wrk|wrk_client|50 /small"
+    "bulk-wrk|wrk_client|4 /1m"
 )
 for ((round = 1; round <= ROUNDS; round++)); do
     for who in $ONLY; do
         log "round $round/$ROUNDS: $who"
         start_contender "$who"
         for s in "${SCENARIOS[@]}"; do
-            # shellcheck disable=SC2086
-            measure "$who" "$round" "${s%%|*}" ${s#*|} --duration "${DUR}s"
+            IFS='|' read -r tag first rest <<<"$s"
+            if [[ -n $rest ]]; then
+                # shellcheck disable=SC2086
+                measure_with "$first" "$who" "$round" "$tag" $rest
+            elif [[ $who == floor && $tag == full-rsa ]]; then
+                continue # the floor serves one ECDSA certificate per name
+            else
+                # shellcheck disable=SC2086
+                measure "$who" "$round" "$tag" $first --duration "${DUR}s"
+            fi
         done
         stop_contender
         for k in "${idle_list[@]}"; do measure_idle "$who" "$round" "$k"; done
