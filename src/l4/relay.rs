@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep};
 use tokio_util::sync::CancellationToken;
@@ -95,17 +95,20 @@ impl BackendRead for TcpStream {
         cx: &mut Context<'_>,
         buffer: &mut Option<Box<[u8]>>,
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.poll_read_ready(cx))?;
-            let buf = buffer.get_or_insert_with(take_buffer);
-            match self.try_read(buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Some(buf) = buffer.take() {
-                        give_buffer(buf);
-                    }
+        ready!(self.poll_read_ready(cx))?;
+        let buf = buffer.get_or_insert_with(take_buffer);
+        let mut read = ReadBuf::new(buf);
+        // `poll_read`, not `try_read`: after a short read tokio knows the socket is drained and
+        // waits for the next event, where `try_read` would try again and get EAGAIN (one
+        // wasted syscall per response).
+        match Pin::new(&mut *self).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if let Some(buf) = buffer.take() {
+                    give_buffer(buf);
                 }
-                Err(e) => return Poll::Ready(Err(e)),
+                Poll::Pending
             }
         }
     }
@@ -114,7 +117,7 @@ impl BackendRead for TcpStream {
 /// TLS to the backend: copy out of the TLS library's plaintext buffer once it has data.
 impl<IO> BackendRead for tokio_rustls::client::TlsStream<IO>
 where
-    IO: tokio::io::AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin,
 {
     fn poll_read_pooled(
         &mut self,
@@ -391,7 +394,7 @@ impl Relay {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadBuf};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
     use super::*;
 
@@ -404,11 +407,7 @@ mod tests {
         ) -> Poll<io::Result<usize>> {
             let buf = buffer.get_or_insert_with(take_buffer);
             let mut read = ReadBuf::new(buf);
-            ready!(tokio::io::AsyncRead::poll_read(
-                Pin::new(self),
-                cx,
-                &mut read
-            ))?;
+            ready!(Pin::new(self).poll_read(cx, &mut read))?;
             Poll::Ready(Ok(read.filled().len()))
         }
     }
