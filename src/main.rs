@@ -202,6 +202,12 @@ fn block_on(task: impl Future<Output = ExitCode>) -> ExitCode {
 /// when the configuration is refused, 1 on other start-up failures. `on_start` runs once the
 /// sockets are bound.
 async fn serve(config: PathBuf, sockets: Sockets, on_start: impl FnOnce(&Server)) -> ExitCode {
+    // Handlers first (SIGTERM's and SIGHUP's default is to kill the process): the listening
+    // sockets accept into their backlog while a large configuration is still being built, so a
+    // supervisor that sees the port open may signal before the server is up. A SIGHUP then
+    // waits and reloads once serving; a SIGTERM makes the server drain as soon as it runs.
+    let shutdown = shutdown_signal();
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let server = match Server::bind_with(&config, sockets).await {
         Ok(server) => server,
         Err(StartError::Config(e)) => {
@@ -214,10 +220,6 @@ async fn serve(config: PathBuf, sockets: Sockets, on_start: impl FnOnce(&Server)
             return ExitCode::from(1);
         }
     };
-    // Handlers are installed before anything says the server is up: a signal sent the moment
-    // it is announced must find them (SIGTERM's and SIGHUP's default is to kill the process).
-    let shutdown = shutdown_signal();
-    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     on_start(&server);
     match hangup {
         Ok(hup) => drop(tokio::spawn(reload_on_sighup(hup, server.reload_trigger()))),

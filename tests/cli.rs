@@ -350,3 +350,53 @@ fn check_warns_about_keys_others_can_read() {
         println!("skipped the foreign-group case: cannot chgrp (not root)");
     }
 }
+
+/// The listening sockets accept into their backlog while a large configuration is still being
+/// built; a SIGHUP (or SIGTERM) sent as soon as the port answers must not kill the process by
+/// default action. The SIGHUP waits and reloads once the server runs.
+#[test]
+fn a_sighup_during_start_up_reloads_instead_of_killing() {
+    let site = Site::new();
+    ecdsa(&site, "wild", &["*.many.test"]);
+    let backend: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    // Enough hosts that building the first snapshot takes a while (~0.3 s here) after the
+    // sockets are bound.
+    let mut hosts = String::new();
+    for i in 0..5000 {
+        hosts.push_str(&host(
+            &[&format!("h{i}.many.test")],
+            &["wild"],
+            &[backend],
+            "",
+        ));
+    }
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    drop(admin);
+    let text = format!(
+        "listeners: [\"127.0.0.1:0\"]\nadmin: {{ bind: \"{admin_addr}\" }}\nreload: {{ watch: false }}\nhosts:\n{hosts}"
+    );
+    site.write("tlsedge.yaml", &text);
+    let mut proc = Proc::spawn(
+        Command::new(BIN)
+            .env("RUST_LOG", "info")
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(site.path("tlsedge.yaml")),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(admin_addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "admin port never opened"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    proc.signal("-HUP");
+    proc.wait_line("SIGHUP: reloading");
+    assert!(
+        proc.child.try_wait().unwrap().is_none(),
+        "tlsedge died from a SIGHUP sent during start-up"
+    );
+    proc.signal("-TERM");
+    assert!(proc.wait_exit(Duration::from_secs(10)).success());
+}
