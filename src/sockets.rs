@@ -147,11 +147,6 @@ impl Inherited {
         self.sockets.is_empty()
     }
 
-    /// Who passed these sockets.
-    pub fn origin(&self) -> Origin {
-        self.origin
-    }
-
     /// Takes the socket bound to `addr`. A wildcard address matches either family's wildcard
     /// (systemd's `ListenStream=443` is bound to `[::]:443`, which also serves IPv4).
     fn take(&mut self, addr: SocketAddr) -> Option<Passed> {
