@@ -260,3 +260,6 @@ fn shutdown_signal() -> impl Future<Output = ()> {
         }
     }
 }
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -569,6 +569,41 @@ async fn hosts_are_added_and_removed_by_editing_the_config() {
     assert_eq!(m.samples(STALE, &[("host", "c.test")]), vec![0.0]);
 }
 
+/// A configuration of 100,000 hosts is about 30 MiB, more than a certificate file may be: its
+/// change check hashed "too large to read" instead of its text, so no edit ever applied.
+#[tokio::test]
+async fn an_edit_to_a_config_larger_than_a_certificate_file_may_be_applies() {
+    let site = Site::new();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    ecdsa(&site, "a", &["a.test"]);
+    // Comments stand in for the hosts: the size is what matters here.
+    let padding = format!("# {}\n", "x".repeat(1 << 20)).repeat(17);
+    let config = |backend: &Backend| {
+        format!(
+            "{}hosts:\n{}{padding}",
+            reload_settings(100),
+            host(&["a.test"], &["a"], &[backend.addr], "")
+        )
+    };
+    let lb = Lb::start(&site.config(&config(&a))).await;
+    let client = ClientOpts::default().build(&site.ca);
+    assert_eq!(
+        hello(lb.addr, "a.test", &client).await.unwrap().backend,
+        "a"
+    );
+    let generation = lb.generation();
+    site.config(&config(&b));
+    common::wait_for("the edit applied", ROTATION, || async {
+        lb.generation() > generation
+    })
+    .await;
+    assert_eq!(
+        hello(lb.addr, "a.test", &client).await.unwrap().backend,
+        "b"
+    );
+}
+
 #[tokio::test]
 async fn start_time_settings_are_kept_while_the_rest_of_the_edit_applies() {
     let site = Site::new();

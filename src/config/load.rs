@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
 
+use super::files::FileCache;
 use super::model::RawConfig;
 use super::problem::{Problem, Problems};
 use super::validate::{Config, validate};
@@ -44,6 +45,8 @@ pub struct Loaded {
     pub config: Config,
     /// Warnings, and errors scoped to single hosts' files.
     pub problems: Vec<Problem>,
+    /// A hash of the configuration text, for the reloader's change check.
+    pub text_hash: u64,
 }
 
 impl Loaded {
@@ -70,17 +73,32 @@ impl Loaded {
 /// host's certificate files are returned inside [`Loaded::problems`] so a reload can keep the
 /// host's previous certificate.
 pub fn load(path: &Path, provider: &CryptoProvider) -> Result<Loaded, LoadError> {
+    load_with(path, provider, &mut FileCache::default())
+}
+
+/// [`load`], reading through `cache` (one pass: the caller begins and ends it).
+pub fn load_with(
+    path: &Path,
+    provider: &CryptoProvider,
+    cache: &mut FileCache,
+) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    from_str(&text, path, provider)
+    finish(parse(&text, path)?, &text, path, provider, cache)
 }
 
 /// Parses and validates YAML text as if read from `path` (relative files resolve against its
 /// directory).
 pub fn from_str(text: &str, path: &Path, provider: &CryptoProvider) -> Result<Loaded, LoadError> {
-    finish(parse(text, path)?, path, provider)
+    finish(
+        parse(text, path)?,
+        text,
+        path,
+        provider,
+        &mut FileCache::default(),
+    )
 }
 
 /// Parses YAML text into the raw model (no file is read).
@@ -91,9 +109,16 @@ pub fn parse(text: &str, path: &Path) -> Result<RawConfig, LoadError> {
     })
 }
 
-/// Validates a parsed model read from `path`, loading every file it references.
-pub fn finish(raw: RawConfig, path: &Path, provider: &CryptoProvider) -> Result<Loaded, LoadError> {
-    let (config, problems) = validate(&raw, path, provider, SystemTime::now());
+/// Validates `raw`, parsed from `text` read from `path`, loading every file it references
+/// through `cache`.
+pub fn finish(
+    raw: RawConfig,
+    text: &str,
+    path: &Path,
+    provider: &CryptoProvider,
+    cache: &mut FileCache,
+) -> Result<Loaded, LoadError> {
+    let (config, problems) = validate(&raw, path, provider, cache, SystemTime::now());
     let (fatal, problems): (Vec<_>, Vec<_>) = problems
         .into_iter()
         .partition(|p| p.is_error() && p.scope == super::problem::Scope::Config);
@@ -106,7 +131,13 @@ pub fn finish(raw: RawConfig, path: &Path, provider: &CryptoProvider) -> Result<
         raw,
         config,
         problems,
+        text_hash: text_hash(text),
     })
+}
+
+/// The hash [`Loaded::text_hash`] holds.
+pub fn text_hash(text: &str) -> u64 {
+    crate::tls::certs::fingerprint(&[text.as_bytes()])
 }
 
 #[cfg(test)]

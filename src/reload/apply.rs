@@ -6,10 +6,11 @@
 //! reload (the old snapshot keeps serving); a host whose certificate files fail keeps its last
 //! good certificate (or, if new, is not added) while every other change applies.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::config::{self, Config, LoadError, Problem};
+use crate::config::{self, Config, FileCache, LoadError, Problem};
 use crate::runtime::Runtime;
 use crate::tls::certs;
 
@@ -52,18 +53,30 @@ struct State {
     fingerprint: Option<u64>,
     /// The files to watch, from the last configuration that parsed.
     files: Vec<PathBuf>,
+    /// What was read of those files, so only changed ones are read again.
+    cache: FileCache,
 }
 
 impl Reloader {
-    /// A reloader for `rt`, started from `path` which referenced `files`.
-    pub fn new(rt: Arc<Runtime>, path: PathBuf, files: Vec<PathBuf>) -> Self {
-        let fingerprint = fingerprint_files(&files);
+    /// A reloader for `rt`, started from the configuration text hashed to `text_hash`, which
+    /// referenced `files`, all read through `cache` (its pass still open: the fingerprint
+    /// is of the files as loaded, not as they may be by now).
+    pub fn new(
+        rt: Arc<Runtime>,
+        path: PathBuf,
+        text_hash: u64,
+        files: Vec<PathBuf>,
+        mut cache: FileCache,
+    ) -> Self {
+        let fingerprint = fingerprint_files(text_hash, &files, &mut cache);
+        cache.end();
         Self {
             rt,
             path,
             state: Mutex::new(State {
                 fingerprint: Some(fingerprint),
                 files,
+                cache,
             }),
         }
     }
@@ -102,6 +115,7 @@ impl Reloader {
     }
 
     fn reload_locked(&self, state: &mut State) -> Outcome {
+        let started = Instant::now();
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(source) => {
@@ -112,26 +126,32 @@ impl Reloader {
                 return self.rejected(state, None, &e);
             }
         };
+        let text_hash = config::load::text_hash(&text);
         let raw = match config::load::parse(&text, &self.path) {
             Ok(raw) => raw,
             Err(e) => {
                 // The same unparsable text was already rejected: a retry or a stray event must
                 // not count (and log) it again.
-                let fingerprint = fingerprint_text(&text);
-                if state.fingerprint == Some(fingerprint) {
+                if state.fingerprint == Some(text_hash) {
                     return Outcome::Unchanged;
                 }
-                return self.rejected(state, Some(fingerprint), &e);
+                return self.rejected(state, Some(text_hash), &e);
             }
         };
+        let parsed = Instant::now();
         let files = config::validate::referenced_files(&raw, &self.path);
-        let fingerprint = fingerprint_files(&files);
+        state.cache.begin();
+        let fingerprint = fingerprint_files(text_hash, &files, &mut state.cache);
         if state.fingerprint == Some(fingerprint) {
+            state.cache.end();
             return Outcome::Unchanged;
         }
         state.fingerprint = Some(fingerprint);
         state.files = files;
-        let loaded = match config::load::finish(raw, &self.path, &self.rt.tls.provider) {
+        let provider = &self.rt.tls.provider;
+        let loaded = config::load::finish(raw, &text, &self.path, provider, &mut state.cache);
+        state.cache.end();
+        let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(e) => return self.rejected(state, Some(fingerprint), &e),
         };
@@ -142,7 +162,9 @@ impl Reloader {
         let mut config = loaded.config;
         partial |= self.keep_start_time_settings(&mut config);
         partial |= self.reload_ticket_keys(&config);
+        let validated = Instant::now();
         let (snapshot, skipped) = self.rt.install(config);
+        let built = Instant::now();
         for skip in &skipped {
             tracing::error!(tls.host = %skip.host, reason = %skip.reason, "host not served");
         }
@@ -156,6 +178,9 @@ impl Reloader {
             generation = snapshot.generation,
             hosts = snapshot.hosts.len(),
             result = outcome.as_str(),
+            parse_ms = ms(parsed - started),
+            files_ms = ms(validated - parsed),
+            build_ms = ms(built - validated),
             "configuration reloaded"
         );
         outcome
@@ -212,6 +237,10 @@ impl Reloader {
     }
 }
 
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
 /// Logs one problem; returns whether it is an error.
 fn log_problem(problem: &Problem) -> bool {
     if problem.is_error() {
@@ -222,22 +251,21 @@ fn log_problem(problem: &Problem) -> bool {
     problem.is_error()
 }
 
-fn fingerprint_text(text: &str) -> u64 {
-    certs::fingerprint(&[text.as_bytes()])
-}
-
-/// A hash over every file's path and content (a missing file hashes differently from any
-/// content), following symlinks as a reader would.
-fn fingerprint_files(files: &[PathBuf]) -> u64 {
-    let contents: Vec<Vec<u8>> = files.iter().map(|f| read_or_marker(f)).collect();
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(files.len() * 2);
-    for (file, content) in files.iter().zip(&contents) {
-        parts.push(file.as_os_str().as_encoded_bytes());
-        parts.push(content);
+/// A hash over the configuration text and every other referenced file's path and content (a
+/// missing file hashes differently from any content), following symlinks as a reader would.
+/// `files[0]` is the configuration file itself, whose text `text_hash` covers: it may be larger
+/// than a certificate file may be.
+fn fingerprint_files(text_hash: u64, files: &[PathBuf], cache: &mut FileCache) -> u64 {
+    let mut parts: Vec<[u8; 8]> = Vec::with_capacity(files.len());
+    parts.push(text_hash.to_le_bytes());
+    let mut hashed: Vec<&[u8]> = Vec::with_capacity(files.len() * 2);
+    for file in files.iter().skip(1) {
+        parts.push(cache.content_hash(file).to_le_bytes());
     }
-    certs::fingerprint(&parts)
-}
-
-fn read_or_marker(path: &Path) -> Vec<u8> {
-    certs::read_bounded(path).unwrap_or_else(|e| format!("\0unreadable: {}", e.kind()).into_bytes())
+    hashed.push(&parts[0]);
+    for (file, part) in files.iter().skip(1).zip(&parts[1..]) {
+        hashed.push(file.as_os_str().as_encoded_bytes());
+        hashed.push(part);
+    }
+    certs::fingerprint(&hashed)
 }

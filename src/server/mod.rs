@@ -103,11 +103,14 @@ impl Server {
         crate::metrics::panics::install();
         let config_path = config_path.as_ref().to_owned();
         let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let loaded = config::load(&config_path, &provider)?.strict()?;
+        let mut cache = config::FileCache::default();
+        cache.begin();
+        let loaded = config::load_with(&config_path, &provider, &mut cache)?.strict()?;
         for problem in &loaded.problems {
             tracing::warn!(%problem, "configuration warning");
         }
         let files = loaded.referenced_files();
+        let text_hash = loaded.text_hash;
         let config = loaded.config;
         if let Some(acme) = &config.start.acme {
             // Before the watcher starts: it watches these directories for the first files.
@@ -170,7 +173,9 @@ impl Server {
         let reloader = Arc::new(Reloader::new(
             Arc::clone(&runtime),
             config_path.clone(),
+            text_hash,
             files,
+            cache,
         ));
         metrics.config_reload("applied");
         Ok(Self {

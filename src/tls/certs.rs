@@ -165,7 +165,18 @@ pub fn load_pair(
 ) -> Result<LoadedCert, CertError> {
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
-    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+    parse_pair(cert_path, &cert_pem, key_path, &key_pem, provider)
+}
+
+/// [`load_pair`] on files already read: `cert_pem` from `cert_path`, `key_pem` from `key_path`.
+pub fn parse_pair(
+    cert_path: &Path,
+    cert_pem: &[u8],
+    key_path: &Path,
+    key_pem: &[u8],
+    provider: &CryptoProvider,
+) -> Result<LoadedCert, CertError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| CertError::Pem {
             path: cert_path.to_owned(),
@@ -181,7 +192,7 @@ pub fn load_pair(
         path: cert_path.to_owned(),
         reason,
     })?;
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| CertError::Pem {
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| CertError::Pem {
         path: key_path.to_owned(),
         what: "private key",
         source,
@@ -212,7 +223,7 @@ pub fn load_pair(
         not_after: facts.not_after,
         serial: facts.serial,
         algorithm,
-        fingerprint: fingerprint(&[&cert_pem, &key_pem]),
+        fingerprint: fingerprint(&[cert_pem, key_pem]),
         index: 0,
     })
 }

@@ -184,7 +184,9 @@ mod tests {
         let file = dir.path().join("tlsedge.yaml");
         let raw = load::parse(&text, &file).expect("parses");
         let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let (_, problems) = super::super::validate(&raw, &file, &provider, SystemTime::now());
+        let mut cache = crate::config::FileCache::default();
+        let (_, problems) =
+            super::super::validate(&raw, &file, &provider, &mut cache, SystemTime::now());
         problems
             .into_iter()
             .filter(|p| p.severity == Severity::Error)

@@ -236,7 +236,8 @@ impl Validator<'_> {
             let (cert_path, key_path) = (self.base.join(&pair.cert), self.base.join(&pair.key));
             self.check_key_permissions(scope, &place, &key_path);
             let ocsp_path = pair.ocsp.as_ref().map(|p| self.base.join(p));
-            let result = certs::load_pair(&cert_path, &key_path, self.provider)
+            let result = (self.cache)
+                .load_pair(&cert_path, &key_path, self.provider)
                 .and_then(|cert| cert.with_ocsp(ocsp_path.as_deref()))
                 .map(|cert| cert.at_index(c));
             let cert = match result {
@@ -285,11 +286,10 @@ impl Validator<'_> {
     /// readable by the service's group is the deliberate pattern of certbot's deploy hook and of
     /// Kubernetes Secret volumes with `fsGroup` (0440 root:fsGroup).
     fn check_key_permissions(&mut self, scope: Scope, place: &str, key: &Path) {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if let Ok(meta) = std::fs::metadata(key) {
-            let mode = meta.permissions().mode() & 0o777;
+        if let Some(stamp) = self.cache.stamp(key) {
+            let mode = stamp.mode & 0o777;
             let others = mode & 0o004 != 0;
-            let foreign_group = mode & 0o040 != 0 && !is_own_group(meta.gid());
+            let foreign_group = mode & 0o040 != 0 && !is_own_group(stamp.gid);
             if others || foreign_group {
                 let issue = Issue::KeyPermissions {
                     path: key.display().to_string(),

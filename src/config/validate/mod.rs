@@ -15,6 +15,7 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::ServerName;
 
+use super::files::FileCache;
 use super::model::{ClientAuthMode, ProxyProtocol, RawCerts, RawConfig};
 use super::problem::{Issue, Problem, Scope, Severity};
 use crate::tls::certs::LoadedCert;
@@ -198,12 +199,14 @@ pub fn validate(
     raw: &RawConfig,
     source: &Path,
     provider: &CryptoProvider,
+    cache: &mut FileCache,
     now: SystemTime,
 ) -> (Config, Vec<Problem>) {
     let mut v = Validator {
         file: source.to_owned(),
         base: base_dir(source),
         provider,
+        cache,
         now: now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
@@ -217,6 +220,8 @@ struct Validator<'a> {
     file: PathBuf,
     base: PathBuf,
     provider: &'a CryptoProvider,
+    /// Certificate pairs and stamps of earlier loads (see [`FileCache`]).
+    cache: &'a mut FileCache,
     now: i64,
     problems: Vec<Problem>,
 }

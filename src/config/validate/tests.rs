@@ -29,7 +29,13 @@ fn yaml(body: &str) -> String {
 fn check(body: &str) -> (Config, Vec<(String, Issue)>) {
     let raw = load::parse(&yaml(body), Path::new(FILE)).expect("parses");
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let (config, problems) = validate(&raw, Path::new(FILE), &provider, SystemTime::now());
+    let (config, problems) = validate(
+        &raw,
+        Path::new(FILE),
+        &provider,
+        &mut FileCache::default(),
+        SystemTime::now(),
+    );
     let problems = problems
         .into_iter()
         .filter(|p| p.scope == Scope::Config)
@@ -46,7 +52,13 @@ pub(super) fn host_problems(top: &str, lines: &str) -> Vec<String> {
     );
     let raw = load::parse(&text, Path::new(FILE)).expect("parses");
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let (_, found) = validate(&raw, Path::new(FILE), &provider, SystemTime::now());
+    let (_, found) = validate(
+        &raw,
+        Path::new(FILE),
+        &provider,
+        &mut FileCache::default(),
+        SystemTime::now(),
+    );
     found
         .into_iter()
         .filter(|p| p.scope == Scope::Config)
@@ -167,7 +179,13 @@ fn health_check_bounds_name_the_host() {
     );
     let raw = load::parse(&text, Path::new(FILE)).unwrap();
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let (config, problems) = validate(&raw, Path::new(FILE), &provider, SystemTime::now());
+    let (config, problems) = validate(
+        &raw,
+        Path::new(FILE),
+        &provider,
+        &mut FileCache::default(),
+        SystemTime::now(),
+    );
     let found: Vec<(String, String)> = problems
         .iter()
         .filter(|p| p.scope == Scope::Config)
