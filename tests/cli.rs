@@ -161,6 +161,29 @@ fn run_refuses_a_broken_config_with_exit_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_open_connections_finish_then_exits_0() {
+    sigterm_drains(&[]).await;
+}
+
+/// An explicit worker count: the same life cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_serves_and_drains_the_same_way() {
+    sigterm_drains(&["--workers", "1"]).await;
+}
+
+#[test]
+fn zero_workers_is_refused() {
+    let out = Command::new(BIN)
+        .args(["run", "--workers", "0", "--config", "/nonexistent.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--workers"), "{stderr}");
+}
+
+/// Starts `tlsedge run` with `args`, holds a connection open through SIGTERM and checks that
+/// it keeps working while the listener closes, then that the process exits 0.
+async fn sigterm_drains(args: &[&str]) {
     let site = Site::new();
     let backend = Backend::start("b").await;
     ecdsa(&site, "app", &["app.test"]);
@@ -171,7 +194,9 @@ async fn sigterm_lets_open_connections_finish_then_exits_0() {
     let config = site.config(&body);
     let mut proc = Proc::spawn(
         Command::new(BIN)
-            .args(["--log-format", "json", "run", "--config"])
+            .args(["--log-format", "json", "run"])
+            .args(args)
+            .arg("--config")
             .arg(&config),
     );
     let line = proc.wait_line("accepting TLS connections");

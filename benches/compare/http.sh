@@ -51,7 +51,7 @@ haproxy_config "$WORK/haproxy-http/haproxy.cfg" http "alpn h2,http/1.1" "$(print
 
 mkdir -p "$WORK/nginx-http/logs" "$WORK/nginx-http/temp"
 {
-    nginx_preamble "$WORK/nginx-http"
+    nginx_preamble "$WORK/nginx-http" "$THREADS"
     cat <<EOF
 http {
     access_log off;

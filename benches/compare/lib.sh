@@ -7,7 +7,11 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PB=${PORT_BASE:-28000}
 TLS_PORT=$((PB + 443)) ADMIN_PORT=$((PB + 901)) BACKEND1=$((PB + 81)) BACKEND2=$((PB + 82))
-SERVER_CPU=0 CLIENT_CPU=1
+# One core each (default), or CORES=2: every process may run on both cores, and each
+# contender runs THREADS=2 workers (tlsedge --workers, HAProxy nbthread, nginx
+# worker_processes; the floor has one thread by construction).
+CORES=${CORES:-1}
+if ((CORES == 1)); then SERVER_CPU=0 CLIENT_CPU=1 THREADS=1; else SERVER_CPU=0,1 CLIENT_CPU=0,1 THREADS=2; fi
 WORK=${WORK:-$(mktemp -d /tmp/tlsedge-compare.XXXXXX)}
 mkdir -p "$WORK"
 chmod 755 "$WORK"
@@ -123,11 +127,12 @@ rss_kib() {
     echo $total
 }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
-# Busy ticks (user nice system irq softirq steal) of one CPU from /proc/stat.
-cpu_busy() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-# irq + softirq ticks of one CPU: kernel work (e.g. loopback receive of what the server sent)
-# that is not charged to any process.
-cpu_irq() { awk -v c="cpu$1" '$1 == c { print $7 + $8 }' /proc/stat; }
+# Busy ticks (user nice system irq softirq steal) of the CPUs in a list like 0 or 0,1, from
+# /proc/stat.
+cpu_busy() { awk -v l=",$1," '$1 ~ /^cpu[0-9]/ && index(l, "," substr($1, 4) ",") { s += $2 + $3 + $4 + $7 + $8 + $9 } END { print s + 0 }' /proc/stat; }
+# irq + softirq ticks of those CPUs: kernel work (e.g. loopback receive of what the server
+# sent) that is not charged to any process.
+cpu_irq() { awk -v l=",$1," '$1 ~ /^cpu[0-9]/ && index(l, "," substr($1, 4) ",") { s += $7 + $8 } END { print s + 0 }' /proc/stat; }
 # tlsedge's handshake counters: "resumed full".
 tlsedge_handshakes() {
     curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
@@ -163,10 +168,11 @@ mkdir -p "$WORK/backend/www" "$WORK/backend/logs"
 head -c 1048576 /dev/urandom >"$WORK/backend/www/1m"
 printf 'hello from a tlsedge bench backend\n' >"$WORK/backend/www/small"
 chmod -R a+rX "$WORK/backend"
-# The first lines of every nginx configuration here (one worker). Args: its prefix directory.
+# The first lines of every nginx configuration here (one worker, or THREADS of them for a
+# contender). Args: its prefix directory, the worker count (default 1).
 nginx_preamble() {
     cat <<EOF
-worker_processes 1;
+worker_processes ${2:-1};
 worker_rlimit_nofile $NOFILE;
 pid $1/nginx.pid;
 error_log $1/logs/error.log warn;
@@ -174,7 +180,7 @@ events { worker_connections $((NOFILE - 100)); }
 EOF
 }
 {
-    nginx_preamble "$WORK/backend"
+    nginx_preamble "$WORK/backend" "$THREADS"
     cat <<EOF
 http {
     access_log off;
@@ -247,7 +253,7 @@ haproxy_config() {
     {
         cat <<EOF
 global
-    nbthread 1
+    nbthread $THREADS
     maxconn $(((NOFILE - 200) / 2))
     ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
@@ -279,7 +285,7 @@ start_contender() { # name [config]
     case $1 in
         tlsedge)
             # Per-connection logs off, as for HAProxy (no `log`) and nginx (no access_log).
-            RUST_LOG=${TLSEDGE_LOG:-warn} taskset -c $SERVER_CPU "$TLSEDGE" run --config "${2:-$WORK/tlsedge.yaml}" \
+            RUST_LOG=${TLSEDGE_LOG:-warn} taskset -c $SERVER_CPU "$TLSEDGE" run --workers "$THREADS" --config "${2:-$WORK/tlsedge.yaml}" \
                 >>"$CONTENDER_LOG" 2>&1 &
             ;;
         haproxy)
@@ -414,7 +420,7 @@ OTHERS_START=$(busiest)
 export_report_env() {
     END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     OTHERS_END=$(busiest)
-    export START_DATE START_LOAD END_LOAD OTHERS_START OTHERS_END SMOKE ROUNDS DUR IDLE_NOTE
+    export START_DATE START_LOAD END_LOAD OTHERS_START OTHERS_END SMOKE ROUNDS DUR IDLE_NOTE CORES
     export VER_TLSEDGE="tlsedge $(cd "$ROOT" && git describe --always --dirty 2>/dev/null) ($(rustc --version 2>/dev/null), rustls $(grep -A1 '^name = "rustls"$' "$ROOT/Cargo.lock" | sed -n 's/version = "\(.*\)"/\1/p'), aws-lc-rs)"
     export VER_HAPROXY="$(haproxy -vv 2>/dev/null | head -1 | cut -d' ' -f1-3); $(haproxy -vv 2>/dev/null | grep -m1 'Running on OpenSSL' | sed 's/^ *//')"
     export VER_NGINX="$(nginx -V 2>&1 | head -1 | sed 's/^nginx version: //'); $(nginx -V 2>&1 | grep -m1 'built with OpenSSL' | sed 's/^built with //')"

@@ -96,7 +96,13 @@ def header(w, rows, env, title, client_line, logging_line):
     w(title + (" (SMOKE RUN: not meaningful)" if smoke else ""))
     w("")
     w(f"- Date: {env.get('START_DATE', '?')}; {rounds} interleaved round(s) of {env.get('DUR', '?')} s per scenario; figures are medians over rounds.")
-    w(f"- CPU: {env.get('CPU_MODEL', '?')}. Contenders pinned to CPU 0 (`taskset -c 0`), load generator and nginx backends to CPU 1.")
+    if env.get("CORES", "1") == "1":
+        pinning = "Contenders pinned to CPU 0 (`taskset -c 0`), load generator and nginx backends to CPU 1."
+    else:
+        pinning = ("Two workers per contender (tlsedge `--workers 2`, HAProxy `nbthread 2`, nginx `worker_processes 2`; "
+                   "the floor has one thread by design), all processes, clients and backends on both CPUs: "
+                   "server CPU per operation and throughput, not per-core scaling.")
+    w(f"- CPU: {env.get('CPU_MODEL', '?')}. {pinning}")
     w(f"- Versions: {env.get('VER_TLSEDGE', '?')}; {env.get('VER_HAPROXY', '?')}; {env.get('VER_NGINX', '?')}.")
     w(client_line)
     w(f"- Machine load (1/5/15 min) at start: {env.get('START_LOAD', '?')}, at end: {env.get('END_LOAD', '?')}. Processes above 5 % CPU at start: {env.get('OTHERS_START') or 'none'} at end: {env.get('OTHERS_END') or 'none'}")

@@ -9,11 +9,14 @@
 #          --no-extra (skip scenarios 6 and 7)  --keep (keep the work directory)
 #          --micro / --no-micro (run `cargo bench --bench micro` on CPU 0 and add it to the report;
 #          default: on for full runs, off for --smoke)
+#          --cores 2 (every process on both cores, two workers per contender: writes
+#          benches/RESULTS-2cores.md; scenarios 6 and 7 and the micro-benchmarks are skipped)
 # Environment: WORK=dir (default: a fresh /tmp/tlsedge-compare.*), PORT_BASE (default 28000).
 # See benches/README.md for what is measured and how.
 set -euo pipefail
 
 SMOKE=0 ROUNDS=5 DUR=10 IDLE_COUNTS="" ONLY="tlsedge haproxy nginx floor" EXTRA=1 KEEP=0 MICRO=
+CORES=1
 while (($#)); do
     case $1 in
         --smoke) SMOKE=1 ;;
@@ -25,11 +28,18 @@ while (($#)); do
         --keep) KEEP=1 ;;
         --micro) MICRO=1 ;;
         --no-micro) MICRO=0 ;;
+        --cores) CORES=$2; shift ;;
         -h|--help) sed -n 2,13p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
+case $CORES in
+    1) ;;
+    2) EXTRA=0 MICRO=0 ;;
+    *) echo "--cores: 1 or 2" >&2; exit 2 ;;
+esac
+export CORES
 if ((SMOKE)); then ROUNDS=1 DUR=1 IDLE_COUNTS=${IDLE_COUNTS:-"500 2000"} MICRO=${MICRO:-0}; fi
 MICRO=${MICRO:-1}
 IDLE_COUNTS=${IDLE_COUNTS:-"2000 10000"}
@@ -74,7 +84,7 @@ haproxy_config "$WORK/haproxy/haproxy.cfg" tcp
 mkdir -p "$WORK/nginx/logs"
 {
     echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
-    nginx_preamble "$WORK/nginx"
+    nginx_preamble "$WORK/nginx" "$THREADS"
     cat <<EOF
 stream {
     upstream backends {
@@ -272,6 +282,8 @@ cat "$REPORT"
 if ((SMOKE)); then
     log "smoke run: benches/RESULTS.md not written (report above; raw lines in $RESULTS)"
 else
-    cp "$REPORT" "$ROOT/benches/RESULTS.md"
-    log "wrote benches/RESULTS.md"
+    OUT=benches/RESULTS.md
+    ((CORES == 1)) || OUT=benches/RESULTS-${CORES}cores.md
+    cp "$REPORT" "$ROOT/$OUT"
+    log "wrote $OUT"
 fi
