@@ -293,9 +293,9 @@ def main():
             rss2 = g("rss_after_reload_kib")
             rss10 = g("rss_after_10_reloads_kib")
             settled = g("rss_settled_kib")
-            ratio = f"{rss10 / rss2:.2f}×" if rss2 and rss10 else "–"
+            growth = f"{rss10 / rss2:.2f}×" if rss2 and rss10 else "–"
             mib = lambda v: fmt(v / 1024 if v else None, 1)
-            w(f"| {tag.split('-')[1]} | {fmt(g('startup_ms'))} | {fmt(g('reload_ms'))} | {mib(rss)} | {mib(rss2)} | {mib(rss10)} | {mib(settled)} | {ratio} | {fmt(g('ops_per_s'))} | {fmt(g('server_cpu_us_per_op'))} |")
+            w(f"| {tag.split('-')[1]} | {fmt(g('startup_ms'))} | {fmt(g('reload_ms'))} | {mib(rss)} | {mib(rss2)} | {mib(rss10)} | {mib(settled)} | {growth} | {fmt(g('ops_per_s'))} | {fmt(g('server_cpu_us_per_op'))} |")
         w("")
     micro(w, env)
     errors = sum(r.get("errors", 0) for r in rows)
