@@ -110,7 +110,9 @@ def header(w, rows, env, title, client_line, logging_line):
         w(f"- Note: {env['IDLE_NOTE']}.")
     shares = [r.get("other_on_server_cpu") for r in rows if r.get("other_on_server_cpu") is not None]
     cshares = [r.get("other_on_client_cpu") for r in rows if r.get("other_on_client_cpu") is not None]
-    if shares:
+    if shares and env.get("CORES", "1") != "1":
+        w("- Interference from other jobs is not measured in this mode: every process runs on both CPUs, so `/proc/stat` cannot tell them apart.")
+    elif shares:
         disturbed = [r for r in rows if max(r.get("other_on_server_cpu") or 0, r.get("other_on_client_cpu") or 0) > 0.05]
         if disturbed:
             worst = max(max(r.get("other_on_server_cpu") or 0, r.get("other_on_client_cpu") or 0) for r in disturbed)

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, FileCache, LoadError, Problem};
 use crate::runtime::Runtime;
-use crate::tls::certs;
 
 /// What a reload did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,16 +255,12 @@ fn log_problem(problem: &Problem) -> bool {
 /// `files[0]` is the configuration file itself, whose text `text_hash` covers: it may be larger
 /// than a certificate file may be.
 fn fingerprint_files(text_hash: u64, files: &[PathBuf], cache: &mut FileCache) -> u64 {
-    let mut parts: Vec<[u8; 8]> = Vec::with_capacity(files.len());
-    parts.push(text_hash.to_le_bytes());
-    let mut hashed: Vec<&[u8]> = Vec::with_capacity(files.len() * 2);
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    text_hash.hash(&mut hasher);
     for file in files.iter().skip(1) {
-        parts.push(cache.content_hash(file).to_le_bytes());
+        file.hash(&mut hasher);
+        cache.content_hash(file).hash(&mut hasher);
     }
-    hashed.push(&parts[0]);
-    for (file, part) in files.iter().skip(1).zip(&parts[1..]) {
-        hashed.push(file.as_os_str().as_encoded_bytes());
-        hashed.push(part);
-    }
-    certs::fingerprint(&hashed)
+    hasher.finish()
 }
