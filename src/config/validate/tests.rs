@@ -25,17 +25,22 @@ fn yaml(body: &str) -> String {
     )
 }
 
+/// Validates `raw` as read from [`FILE`], now, with no earlier load to reuse.
+fn validate_now(raw: &RawConfig, provider: &CryptoProvider) -> (Config, Vec<Problem>) {
+    validate(
+        raw,
+        Path::new(FILE),
+        provider,
+        &mut FileCache::default(),
+        SystemTime::now(),
+    )
+}
+
 /// The typed config and its config-level problems as `(place, issue)`.
 fn check(body: &str) -> (Config, Vec<(String, Issue)>) {
     let raw = load::parse(&yaml(body), Path::new(FILE)).expect("parses");
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let (config, problems) = validate(
-        &raw,
-        Path::new(FILE),
-        &provider,
-        &mut FileCache::default(),
-        SystemTime::now(),
-    );
+    let (config, problems) = validate_now(&raw, &provider);
     let problems = problems
         .into_iter()
         .filter(|p| p.scope == Scope::Config)
@@ -52,13 +57,7 @@ pub(super) fn host_problems(top: &str, lines: &str) -> Vec<String> {
     );
     let raw = load::parse(&text, Path::new(FILE)).expect("parses");
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let (_, found) = validate(
-        &raw,
-        Path::new(FILE),
-        &provider,
-        &mut FileCache::default(),
-        SystemTime::now(),
-    );
+    let (_, found) = validate_now(&raw, &provider);
     found
         .into_iter()
         .filter(|p| p.scope == Scope::Config)
@@ -179,13 +178,7 @@ fn health_check_bounds_name_the_host() {
     );
     let raw = load::parse(&text, Path::new(FILE)).unwrap();
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let (config, problems) = validate(
-        &raw,
-        Path::new(FILE),
-        &provider,
-        &mut FileCache::default(),
-        SystemTime::now(),
-    );
+    let (config, problems) = validate_now(&raw, &provider);
     let found: Vec<(String, String)> = problems
         .iter()
         .filter(|p| p.scope == Scope::Config)
