@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use libfuzzer_sys::fuzz_target;
 use rustls::crypto::CryptoProvider;
+use tlsedge::config::files::FileCache;
 
 static PROVIDER: LazyLock<CryptoProvider> =
     LazyLock::new(rustls::crypto::aws_lc_rs::default_provider);
@@ -25,8 +26,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(raw) = tlsedge::config::load::parse(text, path) else {
         return;
     };
+    // A fresh cache per input: each run stands alone, as a first load does.
+    let mut files = FileCache::default();
     let (_config, problems) =
-        tlsedge::config::validate::validate(&raw, path, &PROVIDER, SystemTime::now());
+        tlsedge::config::validate::validate(&raw, path, &PROVIDER, &mut files, SystemTime::now());
     for problem in &problems {
         assert!(
             !problem.place.trim().is_empty(),
