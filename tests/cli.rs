@@ -263,7 +263,9 @@ async fn demo_works_with_curl_and_openssl() {
     let app = proc.wait_line("curl --cacert").trim().to_owned();
     let wildcard = proc.wait_line("curl --cacert").trim().to_owned();
     let openssl = proc.wait_line("openssl s_client").trim().to_owned();
-    let metrics = proc.wait_line("/metrics").trim().to_owned();
+    // Not just "/metrics": the log line "serving /metrics /healthz /readyz" (stderr) can arrive
+    // between the printed instructions (stdout), and would be run as the command.
+    let metrics = proc.wait_line("curl http://").trim().to_owned();
     if common::have("curl") {
         for line in [&app, &wildcard] {
             let out = shell(line);
