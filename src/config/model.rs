@@ -516,7 +516,7 @@ pub enum ForwardedHeaders {
 }
 
 /// Limits and timeouts of an HTTP host.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHttpLimits {
     /// A request's header block must arrive within this (HTTP/1.1).

@@ -176,6 +176,7 @@ impl Reloader {
         tracing::info!(
             generation = snapshot.generation,
             hosts = snapshot.hosts.len(),
+            hosts_built = snapshot.built,
             result = outcome.as_str(),
             parse_ms = ms(parsed - started),
             files_ms = ms(validated - parsed),

@@ -124,6 +124,17 @@ pub struct LoadedCert {
     pub index: usize,
 }
 
+/// By identity of what rustls serves: the file cache hands out the same key while the files are
+/// unchanged (see `HostConfig`).
+impl PartialEq for LoadedCert {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.key, &other.key)
+            && self.index == other.index
+            && self.cert_path == other.cert_path
+            && self.key_path == other.key_path
+    }
+}
+
 impl LoadedCert {
     /// Attaches the DER OCSP response in `path` (if any) to be stapled in handshakes.
     pub fn with_ocsp(mut self, path: Option<&Path>) -> Result<Self, CertError> {

@@ -52,6 +52,20 @@ pub struct TlsPolicy {
     pub groups: Vec<&'static dyn SupportedKxGroup>,
 }
 
+/// Groups compare by name (they are `'static` implementations).
+impl PartialEq for TlsPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.tls12 == other.tls12
+            && self.suites == other.suites
+            && self.groups.len() == other.groups.len()
+            && self
+                .groups
+                .iter()
+                .zip(&other.groups)
+                .all(|(a, b)| a.name() == b.name())
+    }
+}
+
 impl TlsPolicy {
     /// The profile's defaults, with TLS 1.2 turned off when `tls12` is false.
     pub fn profile(profile: TlsProfile, tls12: bool) -> Self {

@@ -25,7 +25,7 @@ const MAX_HEADER_LIMIT: u64 = 1 << 20;
 const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// A host's validated HTTP settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     /// The protocol spoken to backends.
     pub backend_protocol: BackendProtocol,
@@ -50,7 +50,7 @@ pub struct HttpConfig {
 }
 
 /// One route: requests whose path starts with `prefix` go to its backends.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
     /// The path prefix.
     pub prefix: String,

@@ -73,7 +73,13 @@ pub struct Timeouts {
 }
 
 /// One validated host.
-#[derive(Debug, Clone)]
+///
+/// Two are equal when a host built from either is the same: settings by value, and loaded
+/// files (certificates, CAs) by identity. The file cache hands out the same loaded certificate
+/// while its files are unchanged, so an untouched host of a reload equals its previous self and
+/// the snapshot keeps the host it built before; a file read again compares unequal, which costs
+/// no more than a rebuild.
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostConfig {
     /// Its label in metrics and logs: the first configured name.
     pub label: String,
@@ -121,7 +127,7 @@ pub struct BackendTls {
 }
 
 /// Validated active health check settings (see the model).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// Time between probes of one backend.
     pub interval: Duration,
@@ -153,6 +159,24 @@ pub struct ClientAuth {
     pub mode: ClientAuthMode,
     /// The CA file, for reload watching.
     pub ca_path: PathBuf,
+}
+
+/// By identity of the loaded CA (see [`HostConfig`]).
+impl PartialEq for BackendTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.roots, &other.roots)
+            && self.server_name == other.server_name
+            && self.ca_path == other.ca_path
+    }
+}
+
+/// By identity of the loaded CA (see [`HostConfig`]).
+impl PartialEq for ClientAuth {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.roots, &other.roots)
+            && self.mode == other.mode
+            && self.ca_path == other.ca_path
+    }
 }
 
 /// Every file a configuration read from `source` references, the config file first (for the
