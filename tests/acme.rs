@@ -304,7 +304,7 @@ async fn tls_alpn_01_issues_for_two_hosts_refusing_them_until_then() {
 fn snapshot_serial(lb: &Lb, label: &str) -> Option<String> {
     let snapshot = lb.runtime.snapshot.load();
     let host = snapshot.hosts.iter().find(|h| &*h.label == label)?;
-    host.certs.first().map(|c| c.serial.clone())
+    host.certs.first().map(|c| c.serial.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

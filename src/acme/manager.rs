@@ -235,7 +235,7 @@ impl Manager {
         Look::Valid(Stored {
             not_before,
             not_after: loaded.not_after,
-            serial: loaded.serial,
+            serial: loaded.serial.to_string(),
             leaf,
         })
     }

@@ -55,8 +55,9 @@ pub struct FileCache {
     stamps: HashMap<PathBuf, Option<Stamp>>,
     /// Content hash of each file as of the stamp it was read at.
     hashes: HashMap<PathBuf, (Stamp, u64)>,
-    /// Certificate pairs by (certificate, key) file, as of both files' stamps.
-    pairs: HashMap<(PathBuf, PathBuf), CachedPair>,
+    /// Certificate pairs by certificate file, then key file, as of both files' stamps (two
+    /// levels, so a lookup borrows the paths instead of building an owned key).
+    pairs: HashMap<PathBuf, HashMap<PathBuf, CachedPair>>,
 }
 
 #[derive(Debug)]
@@ -76,8 +77,10 @@ impl FileCache {
     pub fn end(&mut self) {
         let used: HashSet<&PathBuf> = self.stamps.keys().collect();
         self.hashes.retain(|path, _| used.contains(path));
-        self.pairs
-            .retain(|(cert, key), _| used.contains(cert) && used.contains(key));
+        self.pairs.retain(|cert, keys| {
+            keys.retain(|key, _| used.contains(key));
+            used.contains(cert) && !keys.is_empty()
+        });
     }
 
     /// The stamp of `path` in this pass.
@@ -124,9 +127,8 @@ impl FileCache {
         provider: &CryptoProvider,
     ) -> Result<LoadedCert, CertError> {
         let stamps = (self.stamp(cert), self.stamp(key));
-        let id = (cert.to_owned(), key.to_owned());
         if let (Some(c), Some(k)) = stamps
-            && let Some(cached) = self.pairs.get(&id)
+            && let Some(cached) = self.pairs.get(cert).and_then(|keys| keys.get(key))
             && cached.cert == c
             && cached.key == k
         {
@@ -147,7 +149,8 @@ impl FileCache {
                 key: k,
                 loaded: loaded.clone(),
             };
-            self.pairs.insert(id, cached);
+            let keys = self.pairs.entry(cert.to_owned()).or_default();
+            keys.insert(key.to_owned(), cached);
         }
         Ok(loaded)
     }
@@ -196,7 +199,7 @@ mod tests {
         std::fs::rename(&other_key, &key).unwrap();
         cache.begin();
         let replaced = cache.load_pair(&cert, &key, &provider()).unwrap();
-        assert_eq!(replaced.names, ["b.test"]);
+        assert_eq!(*replaced.names, ["b.test"]);
         assert!(!std::sync::Arc::ptr_eq(&first.key, &replaced.key));
     }
 

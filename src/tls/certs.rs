@@ -101,21 +101,22 @@ impl fmt::Display for KeyAlgorithm {
     }
 }
 
-/// A loaded, checked certificate chain with its signing key.
+/// A loaded, checked certificate chain with its signing key. Cloning it is cheap (shared parts
+/// only): every host naming the same files gets a clone from the file cache.
 #[derive(Debug, Clone)]
 pub struct LoadedCert {
     /// What rustls serves.
     pub key: Arc<CertifiedKey>,
     /// The chain file.
-    pub cert_path: PathBuf,
+    pub cert_path: Arc<Path>,
     /// The key file.
-    pub key_path: PathBuf,
+    pub key_path: Arc<Path>,
     /// DNS names of the leaf (subjectAltName, else the subject CN), lowercase.
-    pub names: Vec<String>,
+    pub names: Arc<[String]>,
     /// Leaf `notAfter`, seconds since the Unix epoch.
     pub not_after: i64,
     /// Leaf serial number in hex.
-    pub serial: String,
+    pub serial: Arc<str>,
     /// Key algorithm family.
     pub algorithm: KeyAlgorithm,
     /// The raw bytes of both files, to tell a real change from a touched file.
@@ -228,11 +229,11 @@ pub fn parse_pair(
     })?;
     Ok(LoadedCert {
         key: Arc::new(certified),
-        cert_path: cert_path.to_owned(),
-        key_path: key_path.to_owned(),
-        names: facts.names,
+        cert_path: cert_path.into(),
+        key_path: key_path.into(),
+        names: facts.names.into(),
         not_after: facts.not_after,
-        serial: facts.serial,
+        serial: facts.serial.into(),
         algorithm,
         fingerprint: fingerprint(&[cert_pem, key_pem]),
         index: 0,

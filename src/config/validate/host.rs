@@ -248,12 +248,12 @@ impl Validator<'_> {
                     continue;
                 }
             };
-            let file = pair.cert.display().to_string();
+            let file = || pair.cert.display().to_string();
             for name in names {
                 if !name.covered_by(&cert.names) {
                     let issue = Issue::NameNotCovered {
                         name: name.to_string(),
-                        cert: file.clone(),
+                        cert: file(),
                         covers: cert.names.join(", "),
                     };
                     self.report(Severity::Error, scope, place.clone(), issue);
@@ -263,14 +263,14 @@ impl Validator<'_> {
             let left = cert.not_after - self.now;
             if left <= 0 {
                 let issue = Issue::Expired {
-                    cert: file,
+                    cert: file(),
                     not_after: cert.not_after,
                 };
                 self.report(Severity::Error, scope, place, issue);
                 failed = true;
             } else if left < EXPIRY_WARNING.as_secs() as i64 {
                 let issue = Issue::ExpiresSoon {
-                    cert: file,
+                    cert: file(),
                     days: left / 86_400,
                 };
                 self.report(Severity::Warning, scope, place, issue);
