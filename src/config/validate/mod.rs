@@ -78,8 +78,9 @@ pub struct Timeouts {
 /// Two are equal when a host built from either is the same: settings by value, and loaded
 /// files (certificates, CAs) by identity. The file cache hands out the same loaded certificate
 /// while its files are unchanged, so an untouched host of a reload equals its previous self and
-/// the snapshot keeps the host it built before; a file read again compares unequal, which costs
-/// no more than a rebuild.
+/// the snapshot keeps the host it built before. A file read again compares unequal, which costs
+/// no more than a rebuild: CA files (`client_auth`, `backend_tls`) and OCSP responses are read on
+/// every load, so hosts with them are always rebuilt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostConfig {
     /// Its label in metrics and logs: the first configured name.
