@@ -25,10 +25,10 @@ impl Validator<'_> {
         }
         let mut tls = TlsPolicy::profile(raw.tls_profile, tls12);
         if let Some(names) = &raw.cipher_suites {
-            tls.suites = self.suites(at, names, tls.tls12);
+            tls.suites = self.suites(at, names, tls.tls12).into();
         }
         if let Some(names) = &raw.kx_groups {
-            tls.groups = self.groups(at, names);
+            tls.groups = self.groups(at, names).into();
             let tls12_group = tls
                 .groups
                 .iter()
