@@ -608,55 +608,35 @@ mod tests {
         let none = Answers::none();
         let (s1, _) = Snapshot::build(first, &tls, None, 1, &none);
         assert_eq!(s1.built, 2);
+        // A reload on top of `previous` with b's backend on `b_port` (b listed first if `swap`).
+        let mut reload = |previous: &Snapshot, b_port, swap| {
+            let config = two_hosts(dir.path(), b_port, swap, &mut cache);
+            Snapshot::build(config, &tls, Some(previous), previous.generation + 1, &none).0
+        };
+        // Whether each host of `new` (in `order`) is the very host of `old`.
+        let kept = |old: &Snapshot, new: &Snapshot, order: [usize; 2]| {
+            [0, 1].map(|h| Arc::ptr_eq(&old.hosts[h], &new.hosts[order[h]]))
+        };
 
         // Nothing changed: both hosts are the previous snapshot's, TLS config included.
-        let (s2, _) = Snapshot::build(
-            two_hosts(dir.path(), 10, false, &mut cache),
-            &tls,
-            Some(&s1),
-            2,
-            &none,
-        );
-        assert_eq!(s2.built, 0);
-        assert!(Arc::ptr_eq(&s1.hosts[0], &s2.hosts[0]));
-        assert!(Arc::ptr_eq(&s1.hosts[1], &s2.hosts[1]));
+        let s2 = reload(&s1, 10, false);
+        assert_eq!((s2.built, kept(&s1, &s2, [0, 1])), (0, [true, true]));
 
         // b's backend changed: only b is built again.
-        let (s3, _) = Snapshot::build(
-            two_hosts(dir.path(), 11, false, &mut cache),
-            &tls,
-            Some(&s2),
-            3,
-            &none,
-        );
-        assert_eq!(s3.built, 1);
-        assert!(Arc::ptr_eq(&s2.hosts[0], &s3.hosts[0]));
-        assert!(!Arc::ptr_eq(&s2.hosts[1], &s3.hosts[1]));
-        let port = |s: &Snapshot| s.hosts[1].pool.backends()[0].state.addrs()[0].port();
-        assert_eq!(port(&s3), 11);
+        let s3 = reload(&s2, 11, false);
+        assert_eq!((s3.built, kept(&s2, &s3, [0, 1])), (1, [true, false]));
+        let port = s3.hosts[1].pool.backends()[0].state.addrs()[0].port();
+        assert_eq!(port, 11);
 
         // a's certificate was replaced: only a is built again, and serves the new one.
         issue(dir.path(), "a.test");
-        let (s4, _) = Snapshot::build(
-            two_hosts(dir.path(), 11, false, &mut cache),
-            &tls,
-            Some(&s3),
-            4,
-            &none,
-        );
-        assert_eq!(s4.built, 1);
-        assert!(!Arc::ptr_eq(&s3.hosts[0], &s4.hosts[0]));
-        assert!(!Arc::ptr_eq(
-            &s3.hosts[0].certs[0].key,
-            &s4.hosts[0].certs[0].key
-        ));
-        assert!(Arc::ptr_eq(&s3.hosts[1], &s4.hosts[1]));
+        let s4 = reload(&s3, 11, false);
+        assert_eq!((s4.built, kept(&s3, &s4, [0, 1])), (1, [false, true]));
+        let (old_key, new_key) = (&s3.hosts[0].certs[0].key, &s4.hosts[0].certs[0].key);
+        assert!(!Arc::ptr_eq(old_key, new_key));
 
         // The same hosts in another order: found by label.
-        let swapped = two_hosts(dir.path(), 11, true, &mut cache);
-        let (s5, _) = Snapshot::build(swapped, &tls, Some(&s4), 5, &none);
-        assert_eq!(s5.built, 0);
-        assert!(Arc::ptr_eq(&s4.hosts[0], &s5.hosts[1]));
-        assert!(Arc::ptr_eq(&s4.hosts[1], &s5.hosts[0]));
+        let s5 = reload(&s4, 11, true);
+        assert_eq!((s5.built, kept(&s4, &s5, [1, 0])), (0, [true, true]));
     }
 }
