@@ -186,10 +186,15 @@ mod tests {
                 &["line 2", "column"],
             ),
         ];
+        assert_parse_errors(path, &cases);
+    }
+
+    /// Each text fails to parse as if read from `path`, with every wanted piece in the message.
+    fn assert_parse_errors(path: &Path, cases: &[(&str, &[&str])]) {
         for (text, wanted) in cases {
             let error = parse(text, path).expect_err(text);
             let message = error.to_string();
-            for want in wanted {
+            for want in *wanted {
                 assert!(message.contains(want), "{want:?} missing from: {message}");
             }
         }
@@ -236,12 +241,6 @@ mod tests {
                 &["line", "column"],
             ),
         ];
-        for (text, wanted) in cases {
-            let error = parse(text, path).expect_err(text);
-            let message = error.to_string();
-            for want in wanted {
-                assert!(message.contains(want), "{want:?} missing from: {message}");
-            }
-        }
+        assert_parse_errors(path, &cases);
     }
 }
