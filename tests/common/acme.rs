@@ -198,7 +198,27 @@ impl Pebble {
         CertificateDer::from_pem_slice(pem.as_bytes()).expect("pebble root PEM")
     }
 
+    /// GETs `path` from pebble's management interface, retrying until it answers 200: pebble
+    /// logs its addresses just before it listens on them, and a CI machine under load has
+    /// been seen to close the first connection after a fresh start with no response.
     async fn management_get(&self, path: &str) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let attempt = tokio::time::timeout(PATIENCE / 4, self.management_try(path)).await;
+            let failure = match attempt {
+                Ok(Ok(body)) => return body,
+                Ok(Err(e)) => e,
+                Err(_) => "no complete response in time".to_owned(),
+            };
+            if tokio::time::Instant::now() > deadline {
+                panic!("pebble management GET {path}: {failure}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One GET on a fresh connection: the body of a 200 response, or what went wrong.
+    async fn management_try(&self, path: &str) -> Result<String, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from(self.tls_ca.cert_der()))
@@ -206,30 +226,40 @@ impl Pebble {
         let config = ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        // pebble logs its addresses just before it starts listening on them.
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let tcp = loop {
-            match TcpStream::connect(self.management).await {
-                Ok(tcp) => break tcp,
-                Err(e) if tokio::time::Instant::now() > deadline => {
-                    panic!("pebble management: {e}")
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
-        };
+        let tcp = TcpStream::connect(self.management)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let name = ServerName::try_from("localhost").unwrap();
         let mut tls = TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .expect("pebble management TLS");
+            .map_err(|e| format!("TLS: {e}"))?;
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        tls.write_all(request.as_bytes()).await.unwrap();
+        tls.write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         let mut response = Vec::new();
-        let _ = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut response)).await;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (_, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-        body.to_owned()
+        // Go closes without close_notify at times; what arrived before that still counts.
+        let read = tls.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response);
+        let complete = |head: &str, body: &str| {
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            });
+            match length {
+                Some(length) => body.len() == length,
+                None => read.is_ok(),
+            }
+        };
+        match text.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.1 200") && complete(head, body) => {
+                Ok(body.to_owned())
+            }
+            _ => Err(format!("response {text:?} (read: {read:?})")),
+        }
     }
 }
 
