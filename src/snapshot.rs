@@ -177,7 +177,7 @@ impl Snapshot {
         answers: &Answers,
     ) -> (Self, Vec<Skipped>) {
         let previous = Previous::new(previous);
-        let mut names = NameIndex::default();
+        let mut names = NameIndex::with_capacity(config.hosts.len());
         let mut hosts = Vec::with_capacity(config.hosts.len());
         let mut skipped = Vec::new();
         let mut default_host = None;
@@ -186,7 +186,11 @@ impl Snapshot {
         for (i, host) in config.hosts.iter().enumerate() {
             let old = previous.host(hosts.len(), &host.label);
             let unchanged = old.filter(|old| {
-                !old.stale && host.certs.is_some() && previous.config(i, &host.label) == Some(host)
+                !old.stale
+                    && host.certs.is_some()
+                    && previous
+                        .config(i, &host.label)
+                        .is_some_and(|was| Arc::ptr_eq(was, host) || **was == **host)
             });
             let result = match unchanged {
                 Some(old) => Ok(Arc::clone(old)),
@@ -288,7 +292,7 @@ impl Snapshot {
 struct Previous<'a> {
     snapshot: Option<&'a Snapshot>,
     hosts: OnceCell<HashMap<&'a str, &'a Arc<Host>>>,
-    configs: OnceCell<HashMap<&'a str, &'a HostConfig>>,
+    configs: OnceCell<HashMap<&'a str, &'a Arc<HostConfig>>>,
 }
 
 impl<'a> Previous<'a> {
@@ -314,7 +318,7 @@ impl<'a> Previous<'a> {
     }
 
     /// The settings of the configured host labelled `label`, looked for at `position` first.
-    fn config(&self, position: usize, label: &str) -> Option<&'a HostConfig> {
+    fn config(&self, position: usize, label: &str) -> Option<&'a Arc<HostConfig>> {
         let configs = &self.snapshot?.config.hosts;
         match configs.get(position) {
             Some(config) if config.label == label => Some(config),

@@ -8,7 +8,7 @@ use rustls::crypto::CryptoProvider;
 use super::files::FileCache;
 use super::model::RawConfig;
 use super::problem::{Problem, Problems};
-use super::validate::{Config, validate};
+use super::validate::{Checked, Config, Reuse, validate};
 
 /// Why a configuration could not be used at all.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,8 @@ pub struct Loaded {
     pub problems: Vec<Problem>,
     /// A hash of the configuration text, for the reloader's change check.
     pub text_hash: u64,
+    /// Which hosts were clean, for the next load's [`Reuse`].
+    pub checked: Checked,
 }
 
 impl Loaded {
@@ -86,7 +88,7 @@ pub fn load_with(
         path: path.to_owned(),
         source,
     })?;
-    finish(parse(&text, path)?, &text, path, provider, cache)
+    finish(parse(&text, path)?, &text, path, provider, cache, None)
 }
 
 /// Parses and validates YAML text as if read from `path` (relative files resolve against its
@@ -98,6 +100,7 @@ pub fn from_str(text: &str, path: &Path, provider: &CryptoProvider) -> Result<Lo
         path,
         provider,
         &mut FileCache::default(),
+        None,
     )
 }
 
@@ -120,15 +123,17 @@ pub fn parse(text: &str, path: &Path) -> Result<RawConfig, LoadError> {
 }
 
 /// Validates `raw`, parsed from `text` read from `path`, loading every file it references
-/// through `cache`.
+/// through `cache` and taking the hosts `reuse` offers.
 pub fn finish(
     raw: RawConfig,
     text: &str,
     path: &Path,
     provider: &CryptoProvider,
     cache: &mut FileCache,
+    reuse: Option<&Reuse>,
 ) -> Result<Loaded, LoadError> {
-    let (config, problems) = validate(&raw, path, provider, cache, SystemTime::now());
+    let (config, problems, checked) =
+        validate(&raw, path, provider, cache, SystemTime::now(), reuse);
     let (fatal, problems): (Vec<_>, Vec<_>) = problems
         .into_iter()
         .partition(|p| p.is_error() && p.scope == super::problem::Scope::Config);
@@ -142,6 +147,7 @@ pub fn finish(
         config,
         problems,
         text_hash: text_hash(text),
+        checked,
     })
 }
 

@@ -15,7 +15,7 @@ mod acme;
 pub use acme::{AcmeChallenge, AcmeKeyType, LETS_ENCRYPT, RawAcme, RawAcmeRetry, RawCerts, RawEab};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// TLS listeners: `0.0.0.0:443`, `[::]:443`, or objects with options.
@@ -52,7 +52,7 @@ pub struct RawConfig {
 }
 
 /// One `listeners` entry: a plain `"ip:port"` string, or an object with options.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RawListener {
     /// `"0.0.0.0:443"`.
     Addr(String),
@@ -89,7 +89,7 @@ impl<'de> Deserialize<'de> for RawListener {
 }
 
 /// A listener written as an object.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenerObject {
     /// The listen address `ip:port`.
@@ -100,7 +100,7 @@ pub struct RawListenerObject {
 }
 
 /// PROXY protocol input on a listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProxyInput {
     /// Addresses (CIDRs or single IPs) allowed to send the header; must not be empty.
@@ -116,7 +116,7 @@ fn default_proxy_timeout() -> Duration {
 }
 
 /// The admin (metrics and health) listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// Address of the admin listener; `null` disables it.
@@ -137,7 +137,7 @@ fn default_admin_bind() -> Option<String> {
 }
 
 /// Timeouts, written as `10s`, `500ms`, `5m`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTimeouts {
     /// Whole TLS handshake, from accept to the last handshake message.
@@ -175,7 +175,7 @@ impl Default for RawTimeouts {
 }
 
 /// Connection limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     /// Maximum concurrent client connections over all listeners; further clients wait in the
@@ -198,7 +198,7 @@ impl Default for RawLimits {
 }
 
 /// In-place upgrades (`tlsedge run --upgrade`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpgrade {
     /// The Unix socket on which a running tlsedge hands its listening sockets to a new one;
@@ -208,7 +208,7 @@ pub struct RawUpgrade {
 }
 
 /// File watching and reload timing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawReload {
     /// Watch the config file and every file it references, and reload on change.
@@ -240,7 +240,7 @@ impl Default for RawReload {
 }
 
 /// TLS session resumption, shared by all hosts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSessions {
     /// Entries in the TLS 1.2 session-ID cache.
@@ -274,7 +274,7 @@ impl Default for RawSessions {
 }
 
 /// One host: the names it answers to, its certificates and its backends.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHost {
     /// Exact names (`shop.example.com`) and wildcards (`*.example.com`).
@@ -329,7 +329,7 @@ pub struct RawHost {
 }
 
 /// TLS towards the backends: tlsedge is the client and verifies the backend's certificate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackendTls {
     /// PEM file of the CA certificates that backend certificates must chain to.
@@ -342,7 +342,7 @@ pub struct RawBackendTls {
 
 /// Active health check settings: every `interval`, each backend gets a probe: a TCP connect,
 /// or with `http` an HTTP request whose status must be in `expect`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHealthCheck {
     /// Probe with an HTTP GET instead of a TCP connect.
@@ -372,7 +372,7 @@ impl Default for RawHealthCheck {
 }
 
 /// An HTTP health probe: `GET path` with `Host: host`, passed when the status is in `expect`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttpProbe {
     /// The path requested.
@@ -406,7 +406,7 @@ pub enum HostMode {
 }
 
 /// The `http:` block of a host in `mode: http`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHttp {
     /// The protocol spoken to backends.
@@ -479,7 +479,7 @@ pub enum BackendProtocol {
 }
 
 /// One path-prefix route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// The prefix, starting with `/`: `/api/` matches `/api/v1` but not `/apiary`.
@@ -492,7 +492,7 @@ pub struct RawRoute {
 }
 
 /// Forwarding headers.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawForwarded {
     /// Which headers to set.
@@ -564,7 +564,7 @@ fn default_true() -> bool {
 }
 
 /// A certificate chain and its private key, both PEM files.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCert {
     /// PEM file with the leaf certificate first, then intermediates.
@@ -577,7 +577,7 @@ pub struct RawCert {
 }
 
 /// One backend address.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     /// `ip:port`, `[v6]:port` or `dns-name:port` of the backend.
@@ -618,7 +618,7 @@ pub enum BalancePolicy {
 }
 
 /// Client certificate settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClientAuth {
     /// PEM file of the CA certificates that client certificates must chain to.

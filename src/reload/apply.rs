@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::config::model::RawHost;
+use crate::config::validate::{Checked, Reuse};
 use crate::config::{self, Config, FileCache, LoadError, Problem};
 use crate::runtime::Runtime;
 
@@ -54,28 +56,44 @@ struct State {
     files: Vec<PathBuf>,
     /// What was read of those files, so only changed ones are read again.
     cache: FileCache,
+    /// The hosts the last load checked, so unchanged ones are not checked again.
+    reuse: Reuse,
+}
+
+/// What the start-up load leaves the reloader.
+#[derive(Debug)]
+pub struct FirstLoad {
+    /// The hash of the configuration text.
+    pub text_hash: u64,
+    /// The files it referenced, all read through `cache` (its pass still open: the
+    /// fingerprint is of the files as loaded, not as they may be by now).
+    pub files: Vec<PathBuf>,
+    /// What was read of them.
+    pub cache: FileCache,
+    /// Its `hosts[]` entries, and which of them were clean.
+    pub hosts: (Vec<RawHost>, Checked),
 }
 
 impl Reloader {
-    /// A reloader for `rt`, started from the configuration text hashed to `text_hash`, which
-    /// referenced `files`, all read through `cache` (its pass still open: the fingerprint
-    /// is of the files as loaded, not as they may be by now).
-    pub fn new(
-        rt: Arc<Runtime>,
-        path: PathBuf,
-        text_hash: u64,
-        files: Vec<PathBuf>,
-        mut cache: FileCache,
-    ) -> Self {
-        let fingerprint = fingerprint_files(text_hash, &files, &mut cache);
+    /// A reloader for `rt`, which serves what the start-up load `first` found.
+    pub fn new(rt: Arc<Runtime>, path: PathBuf, first: FirstLoad) -> Self {
+        let FirstLoad {
+            text_hash,
+            files,
+            mut cache,
+            hosts: (raw, checked),
+        } = first;
+        let files_hash = files_fingerprint(&files, &mut cache);
         cache.end();
+        let reuse = Reuse::new(files_hash, raw, &rt.snapshot.load().config.hosts, checked);
         Self {
             rt,
             path,
             state: Mutex::new(State {
-                fingerprint: Some(fingerprint),
+                fingerprint: Some(combined(text_hash, files_hash)),
                 files,
                 cache,
+                reuse,
             }),
         }
     }
@@ -140,7 +158,8 @@ impl Reloader {
         let parsed = Instant::now();
         let files = config::validate::referenced_files(&raw, &self.path);
         state.cache.begin();
-        let fingerprint = fingerprint_files(text_hash, &files, &mut state.cache);
+        let files_hash = files_fingerprint(&files, &mut state.cache);
+        let fingerprint = combined(text_hash, files_hash);
         if state.fingerprint == Some(fingerprint) {
             state.cache.end();
             return Outcome::Unchanged;
@@ -148,12 +167,16 @@ impl Reloader {
         state.fingerprint = Some(fingerprint);
         state.files = files;
         let provider = &self.rt.tls.provider;
-        let loaded = config::load::finish(raw, &text, &self.path, provider, &mut state.cache);
+        let reuse = state.reuse.for_files(files_hash);
+        let loaded =
+            config::load::finish(raw, &text, &self.path, provider, &mut state.cache, reuse);
         state.cache.end();
-        let loaded = match loaded {
+        let mut loaded = match loaded {
             Ok(loaded) => loaded,
             Err(e) => return self.rejected(state, Some(fingerprint), &e),
         };
+        let raw_hosts = std::mem::take(&mut loaded.raw.hosts);
+        state.reuse = Reuse::new(files_hash, raw_hosts, &loaded.config.hosts, loaded.checked);
         let mut partial = false;
         for problem in &loaded.problems {
             partial |= log_problem(problem);
@@ -251,17 +274,25 @@ fn log_problem(problem: &Problem) -> bool {
     problem.is_error()
 }
 
-/// A hash over the configuration text and every other referenced file's path and content (a
-/// missing file hashes differently from any content), following symlinks as a reader would.
-/// `files[0]` is the configuration file itself, whose text `text_hash` covers: it may be larger
-/// than a certificate file may be.
-fn fingerprint_files(text_hash: u64, files: &[PathBuf], cache: &mut FileCache) -> u64 {
+/// A hash over every referenced file's path, content, permission bits and group (a missing file
+/// hashes differently from any content), following symlinks as a reader would: what the hosts'
+/// checks read. `files[0]` is the configuration file itself, which is not included: its text is
+/// hashed on its own (it may be larger than a certificate file may be).
+fn files_fingerprint(files: &[PathBuf], cache: &mut FileCache) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
-    text_hash.hash(&mut hasher);
     for file in files.iter().skip(1) {
         file.hash(&mut hasher);
         cache.content_hash(file).hash(&mut hasher);
+        cache.stamp(file).map(|s| (s.mode, s.gid)).hash(&mut hasher);
     }
+    hasher.finish()
+}
+
+/// The reload's change check: the configuration text's hash and the files' fingerprint.
+fn combined(text_hash: u64, files_hash: u64) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    (text_hash, files_hash).hash(&mut hasher);
     hasher.finish()
 }

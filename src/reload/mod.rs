@@ -4,5 +4,5 @@
 pub mod apply;
 pub mod watch;
 
-pub use apply::{Outcome, Reloader};
+pub use apply::{FirstLoad, Outcome, Reloader};
 pub use watch::ReloadTrigger;

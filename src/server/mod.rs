@@ -19,7 +19,7 @@ use crate::acme::manager::Manager;
 use crate::config::ProxyInput;
 use crate::config::{self, LoadError};
 use crate::metrics::Metrics;
-use crate::reload::{ReloadTrigger, Reloader, watch};
+use crate::reload::{FirstLoad, ReloadTrigger, Reloader, watch};
 use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
 use crate::sockets::{Inherited, SocketError};
@@ -105,7 +105,7 @@ impl Server {
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let mut cache = config::FileCache::default();
         cache.begin();
-        let loaded = config::load_with(&config_path, &provider, &mut cache)?.strict()?;
+        let mut loaded = config::load_with(&config_path, &provider, &mut cache)?.strict()?;
         for problem in &loaded.problems {
             tracing::warn!(%problem, "configuration warning");
         }
@@ -170,12 +170,16 @@ impl Server {
         let runtime = Arc::new(runtime);
         // Fingerprint the files now, as loaded (not when `run` starts: a change in between
         // would look already applied).
-        let reloader = Arc::new(Reloader::new(
-            Arc::clone(&runtime),
-            config_path.clone(),
+        let first = FirstLoad {
             text_hash,
             files,
             cache,
+            hosts: (std::mem::take(&mut loaded.raw.hosts), loaded.checked),
+        };
+        let reloader = Arc::new(Reloader::new(
+            Arc::clone(&runtime),
+            config_path.clone(),
+            first,
         ));
         metrics.config_reload("applied");
         Ok(Self {

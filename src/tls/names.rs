@@ -90,6 +90,15 @@ pub struct NameIndex {
 }
 
 impl NameIndex {
+    /// An empty index with room for `exact` exact names (each host usually has one), so
+    /// 100,000 hosts fill it without growing it step by step.
+    pub fn with_capacity(exact: usize) -> Self {
+        Self {
+            exact: HashMap::with_capacity(exact),
+            wildcard: HashMap::new(),
+        }
+    }
+
     /// Registers `name` for host `host`. Returns the host already holding that name, if any.
     pub fn insert(&mut self, name: &HostName, host: usize) -> Option<usize> {
         let (map, key) = match name {

@@ -13,7 +13,7 @@ use super::RawCert;
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 /// Automatic certificates from an ACME CA (RFC 8555).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAcme {
     /// The CA's directory URL.
@@ -52,7 +52,7 @@ pub struct RawAcme {
 }
 
 /// External account binding credentials.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEab {
     /// The key identifier the CA gave.
@@ -94,7 +94,7 @@ impl AcmeKeyType {
 }
 
 /// Retry timing after a failed order.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAcmeRetry {
     /// The first wait.
@@ -131,7 +131,7 @@ fn default_retry_max() -> Duration {
 }
 
 /// A host's certificates: file pairs, or `acme`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RawCerts {
     /// Certificate chain and key files.
     Files(Vec<RawCert>),

@@ -185,8 +185,8 @@ mod tests {
         let raw = load::parse(&text, &file).expect("parses");
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let mut cache = crate::config::FileCache::default();
-        let (_, problems) =
-            super::super::validate(&raw, &file, &provider, &mut cache, SystemTime::now());
+        let (_, problems, _) =
+            super::super::validate(&raw, &file, &provider, &mut cache, SystemTime::now(), None);
         problems
             .into_iter()
             .filter(|p| p.severity == Severity::Error)

@@ -32,7 +32,7 @@ impl Validator<'_> {
         acme: Option<&AcmeConfig>,
     ) -> HostConfig {
         let label = label(raw);
-        let at = format!("hosts[{i}] ({label})");
+        let at = place(i, &label);
         if raw.names.is_empty() {
             self.error(format!("{at}: names"), Issue::Empty);
         }
@@ -43,13 +43,7 @@ impl Validator<'_> {
                 self.error(format!("{at}: names[{n}]"), issue);
                 continue;
             };
-            if let Some(other) = index.insert(&parsed, i) {
-                let issue = Issue::DuplicateName {
-                    name: parsed.to_string(),
-                    other,
-                };
-                self.error(format!("{at}: names[{n}]"), issue);
-            }
+            self.claim_name(index, i, &label, n, &parsed);
             names.push(parsed);
         }
         let certs = match &raw.certs {
@@ -104,6 +98,25 @@ impl Validator<'_> {
             allow: self.nets(&format!("{at}: allow"), &raw.allow),
             http,
             acme: matches!(raw.certs, RawCerts::Acme),
+        }
+    }
+
+    /// Enters `name`, host `i`'s `names[n]`, into `index`, reporting it if an earlier host
+    /// has it.
+    pub(super) fn claim_name(
+        &mut self,
+        index: &mut NameIndex,
+        i: usize,
+        label: &str,
+        n: usize,
+        name: &HostName,
+    ) {
+        if let Some(other) = index.insert(name, i) {
+            let issue = Issue::DuplicateName {
+                name: name.to_string(),
+                other,
+            };
+            self.error(format!("{}: names[{n}]", place(i, label)), issue);
         }
     }
 
@@ -368,6 +381,11 @@ impl Validator<'_> {
         }
         Some((Arc::new(roots), ca_path))
     }
+}
+
+/// Where host `i` is, in problems: `hosts[3] (shop.example)`.
+fn place(i: usize, label: &str) -> String {
+    format!("hosts[{i}] ({label})")
 }
 
 /// A host's label in metrics, logs and ACME storage: its first name, lowercase, without a

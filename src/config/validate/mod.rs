@@ -26,6 +26,7 @@ use bounds::{DAY, WEEK, Zero};
 
 use crate::upstream::{BackendAddr, Policy};
 pub use http::{HttpConfig, HttpLimits, HttpProbe, RouteConfig};
+pub use reuse::{Checked, Reuse};
 pub use start::{ListenerConfig, ProxyInput, Reload, Sessions, StartConfig};
 
 /// Certificates expiring sooner than this get a warning.
@@ -52,8 +53,8 @@ pub struct Config {
     pub ticket_key_file: Option<PathBuf>,
     /// Index into `hosts` of the host serving unknown or missing SNI.
     pub default_host: Option<usize>,
-    /// The hosts, in file order.
-    pub hosts: Vec<HostConfig>,
+    /// The hosts, in file order (shared with the next load when unchanged, see [`Reuse`]).
+    pub hosts: Vec<Arc<HostConfig>>,
 }
 
 /// Typed timeouts; see the model for meanings.
@@ -79,8 +80,9 @@ pub struct Timeouts {
 /// files (certificates, CAs) by identity. The file cache hands out the same loaded certificate
 /// while its files are unchanged, so an untouched host of a reload equals its previous self and
 /// the snapshot keeps the host it built before. A file read again compares unequal, which costs
-/// no more than a rebuild: CA files (`client_auth`, `backend_tls`) and OCSP responses are read on
-/// every load, so hosts with them are always rebuilt.
+/// no more than a rebuild: CA files (`client_auth`, `backend_tls`) and OCSP responses are read
+/// by every check of their host, so such a host is rebuilt whenever it is checked again (see
+/// [`Reuse`] for when it is not).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostConfig {
     /// Its label in metrics and logs: the first configured name.
@@ -231,16 +233,19 @@ pub fn base_dir(source: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Validates `raw` (read from `source`), loading every referenced file.
-/// Returns the typed config and all problems found; the config is only usable as a whole when
-/// no problem is a [`Scope::Config`] error.
+/// Validates `raw` (read from `source`), loading every referenced file, and taking the hosts
+/// `reuse` offers as they are (see [`Reuse`]).
+/// Returns the typed config, all problems found, and which hosts were clean (for the next
+/// [`Reuse`]); the config is only usable as a whole when no problem is a [`Scope::Config`]
+/// error.
 pub fn validate(
     raw: &RawConfig,
     source: &Path,
     provider: &CryptoProvider,
     cache: &mut FileCache,
     now: SystemTime,
-) -> (Config, Vec<Problem>) {
+    reuse: Option<&Reuse>,
+) -> (Config, Vec<Problem>, Checked) {
     let mut v = Validator {
         file: source.to_owned(),
         base: base_dir(source),
@@ -251,8 +256,8 @@ pub fn validate(
             .map_or(0, |d| d.as_secs() as i64),
         problems: Vec::new(),
     };
-    let config = v.config(raw);
-    (config, v.problems)
+    let (config, checked) = v.config(raw, reuse);
+    (config, v.problems, checked)
 }
 
 struct Validator<'a> {
@@ -314,7 +319,7 @@ impl Validator<'_> {
         nets
     }
 
-    fn config(&mut self, raw: &RawConfig) -> Config {
+    fn config(&mut self, raw: &RawConfig, reuse: Option<&Reuse>) -> (Config, Checked) {
         let start = self.start(raw);
         let timeouts = self.timeouts(raw);
         let limits = &raw.limits;
@@ -334,15 +339,36 @@ impl Validator<'_> {
         if raw.hosts.is_empty() {
             self.error("hosts", Issue::Empty);
         }
-        let mut index = NameIndex::default();
-        let hosts: Vec<HostConfig> = raw
+        let mut index = NameIndex::with_capacity(raw.hosts.len());
+        let acme = start.acme.as_ref();
+        let reuse = reuse.filter(|r| r.same_acme(acme));
+        let mut clean = Vec::with_capacity(raw.hosts.len());
+        let hosts: Vec<Arc<HostConfig>> = raw
             .hosts
             .iter()
             .enumerate()
-            .map(|(i, h)| self.host(i, h, &mut index, start.acme.as_ref()))
+            .map(|(i, h)| {
+                let before = self.problems.len();
+                let host = match reuse.and_then(|r| r.host(i, h, self.now)) {
+                    Some(kept) => {
+                        // A clean host parsed all its names: `names[n]` is the entry's too.
+                        for (n, name) in kept.names.iter().enumerate() {
+                            self.claim_name(&mut index, i, &kept.label, n, name);
+                        }
+                        Arc::clone(kept)
+                    }
+                    None => Arc::new(self.host(i, h, &mut index, acme)),
+                };
+                clean.push((self.problems.len() == before).then(|| reuse::clean_until(&host)));
+                host
+            })
             .collect();
         let default_host = self.default_host(raw, &hosts, &index);
-        Config {
+        let checked = Checked {
+            acme: start.acme.clone(),
+            clean,
+        };
+        let config = Config {
             source: self.file.clone(),
             start,
             timeouts,
@@ -355,7 +381,8 @@ impl Validator<'_> {
                 .map(|p| self.base.join(p)),
             default_host,
             hosts,
-        }
+        };
+        (config, checked)
     }
 
     fn timeouts(&mut self, raw: &RawConfig) -> Timeouts {
@@ -393,7 +420,7 @@ impl Validator<'_> {
     fn default_host(
         &mut self,
         raw: &RawConfig,
-        hosts: &[HostConfig],
+        hosts: &[Arc<HostConfig>],
         index: &NameIndex,
     ) -> Option<usize> {
         let name = raw.default_host.as_deref()?;
@@ -417,6 +444,7 @@ pub mod acme;
 pub mod bounds;
 mod host;
 mod http;
+mod reuse;
 mod start;
 #[cfg(test)]
 mod tests;

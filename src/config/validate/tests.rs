@@ -27,13 +27,15 @@ fn yaml(body: &str) -> String {
 
 /// Validates `raw` as read from [`FILE`], now, with no earlier load to reuse.
 fn validate_now(raw: &RawConfig, provider: &CryptoProvider) -> (Config, Vec<Problem>) {
-    validate(
+    let (config, problems, _) = validate(
         raw,
         Path::new(FILE),
         provider,
         &mut FileCache::default(),
         SystemTime::now(),
-    )
+        None,
+    );
+    (config, problems)
 }
 
 /// The typed config and its config-level problems as `(place, issue)`.
