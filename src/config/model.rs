@@ -290,9 +290,11 @@ pub struct RawHost {
     /// What is done with a decrypted connection: relay its bytes, or serve it as HTTP.
     #[serde(default)]
     pub mode: HostMode,
-    /// HTTP settings, for `mode: http`.
+    /// HTTP settings, for `mode: http`. Boxed, like `health_check`: the two are over half of
+    /// an entry's size and most entries have neither, and 100,000 entries are one vector that
+    /// the parser grows by copying.
     #[serde(default)]
-    pub http: Option<RawHttp>,
+    pub http: Option<Box<RawHttp>>,
     /// ALPN protocols offered, in preference order, e.g. `[h2, http/1.1]`.
     #[serde(default)]
     pub alpn: Vec<String>,
@@ -319,7 +321,7 @@ pub struct RawHost {
     pub resumption: bool,
     /// Active health checks of the backends (TCP connect probes); off when absent.
     #[serde(default)]
-    pub health_check: Option<RawHealthCheck>,
+    pub health_check: Option<Box<RawHealthCheck>>,
     /// Re-encrypt towards the backends with TLS; plain TCP when absent.
     #[serde(default)]
     pub backend_tls: Option<RawBackendTls>,

@@ -90,7 +90,7 @@ impl Validator<'_> {
             self.error(place, Issue::WrongMode { mode: "tcp" });
         }
         let default = RawHttp::default();
-        let http = raw.http.as_ref().unwrap_or(&default);
+        let http = raw.http.as_deref().unwrap_or(&default);
         let at = format!("{at}: http");
         let routes = self.routes(&at, http);
         let header = |v: &mut Self, field: &str, name: &str| v.header_name(&at, field, name);
