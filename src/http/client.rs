@@ -192,7 +192,7 @@ pub(crate) async fn sweep_idle(rt: std::sync::Arc<crate::runtime::Runtime>) {
     loop {
         tick.tick().await;
         let snapshot = rt.snapshot.load_full();
-        for host in &snapshot.hosts {
+        for host in snapshot.http.iter().map(|&i| &snapshot.hosts[i]) {
             if let crate::snapshot::Mode::Http(http) = &host.mode {
                 let max_idle = http.config.backend_idle;
                 let routes = http.routes.iter().flat_map(|r| &r.conns);

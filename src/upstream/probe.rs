@@ -42,7 +42,7 @@ pub(crate) async fn run(rt: Arc<Runtime>) {
         let now = Instant::now();
         // Rebuilt every tick: hosts a reload removed drop out.
         let mut still_due = HashMap::with_capacity(next_due.len());
-        for host in &snapshot.hosts {
+        for host in snapshot.health_checked.iter().map(|&i| &snapshot.hosts[i]) {
             let Some(settings) = &host.health_check else {
                 continue;
             };
