@@ -4,7 +4,7 @@
 //! index keeps one map for each; a lookup is one exact probe, then one probe of the SNI's parent
 //! domain in the wildcard map, so its cost does not grow with the number of hosts.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 /// Lowercases a name and drops one trailing dot. `None` when the result is not a plausible DNS
 /// name (empty, too long, empty labels, or bytes outside `[a-z0-9-_*.]`).
